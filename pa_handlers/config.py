@@ -1,0 +1,188 @@
+"""Settings of the presence agent, read from one YAML file.
+
+The names are the SER `pa` module's parameters, so an operator who knew
+SER recognises them.  Everything is checked when Kamailio starts: a missing
+file, an unknown key or a bad value raises ConfigError with one sentence
+that names the key, and Kamailio refuses to start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import urllib.parse
+from typing import Any
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A settings problem, worded for the operator's log."""
+
+
+AUTH_MODES = ("none", "implicit", "xcap")
+WINFO_AUTH_MODES = ("none", "implicit")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseUrl:
+    user: str
+    password: str
+    host: str
+    port: int
+    database: str
+    unix_socket: str | None = None
+
+    def redacted(self) -> str:
+        return f"mysql://{self.user}:***@{self.host}:{self.port}/{self.database}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    db_url: DatabaseUrl
+    default_expires: int = 3600
+    default_priority_percentage: int = 50
+    pa_domain: str = ""
+    min_expires: int = 60
+    max_subscription_expiration: int = 3600
+    max_publish_expiration: int = 3600
+    timer_interval: int = 10
+    auth: str = "implicit"
+    winfo_auth: str = "implicit"
+    # Not in SER; needed to behave well on a network and under faults.
+    db_timeout: float = 3.0
+    retry_after: int = 5
+    notify_timeout: int = 32
+    ignore_408_on_notify: bool = False
+
+    @property
+    def default_priority(self) -> float:
+        return self.default_priority_percentage / 100.0
+
+
+def _int(key: str, low: int, high: int):
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"'{key}' must be a whole number, not {value!r}")
+        if not low <= value <= high:
+            raise ConfigError(f"'{key}' must be between {low} and {high}, not {value}")
+        return value
+    return check
+
+
+def _number(key: str, low: float, high: float):
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"'{key}' must be a number, not {value!r}")
+        if not low <= value <= high:
+            raise ConfigError(f"'{key}' must be between {low} and {high}, not {value}")
+        return float(value)
+    return check
+
+
+def _choice(key: str, choices: tuple[str, ...]):
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ConfigError(f"'{key}' must be one of {', '.join(choices)}, not {value!r}")
+        return value
+    return check
+
+
+def _bool(key: str):
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{key}' must be true or false, not {value!r}")
+        return value
+    return check
+
+
+def _host(key: str):
+    def check(value: Any) -> str:
+        if value is None:
+            return ""
+        if not isinstance(value, str) or any(c.isspace() for c in value):
+            raise ConfigError(f"'{key}' must be a host name (host or host:port), not {value!r}")
+        return value
+    return check
+
+
+def parse_db_url(value: Any) -> DatabaseUrl:
+    if not isinstance(value, str):
+        raise ConfigError(f"'db_url' must be a string like mysql://user:pass@host:3306/db, not {value!r}")
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("mysql", "mariadb"):
+        raise ConfigError("'db_url' must start with mysql://")
+    database = urllib.parse.unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise ConfigError("'db_url' must name one database: mysql://user:pass@host:3306/db")
+    try:
+        port = parts.port or 3306
+    except ValueError:
+        raise ConfigError("'db_url' has a port that is not a number") from None
+    query = urllib.parse.parse_qs(parts.query)
+    unknown = set(query) - {"unix_socket"}
+    if unknown:
+        raise ConfigError(f"'db_url' has unknown option {sorted(unknown)[0]!r} (only unix_socket is known)")
+    return DatabaseUrl(
+        user=urllib.parse.unquote(parts.username or ""),
+        password=urllib.parse.unquote(parts.password or ""),
+        host=parts.hostname or "127.0.0.1",
+        port=port,
+        database=database,
+        unix_socket=query.get("unix_socket", [None])[0],
+    )
+
+
+_DAY = 86400
+_CHECKS = {
+    "db_url": parse_db_url,
+    "default_expires": _int("default_expires", 1, 30 * _DAY),
+    "default_priority_percentage": _int("default_priority_percentage", 0, 100),
+    "pa_domain": _host("pa_domain"),
+    "min_expires": _int("min_expires", 0, 30 * _DAY),
+    "max_subscription_expiration": _int("max_subscription_expiration", 1, 30 * _DAY),
+    "max_publish_expiration": _int("max_publish_expiration", 1, 30 * _DAY),
+    "timer_interval": _int("timer_interval", 1, 3600),
+    "auth": _choice("auth", AUTH_MODES),
+    "winfo_auth": _choice("winfo_auth", WINFO_AUTH_MODES),
+    "db_timeout": _number("db_timeout", 0.1, 60),
+    "retry_after": _int("retry_after", 1, 3600),
+    "notify_timeout": _int("notify_timeout", 1, 3600),
+    "ignore_408_on_notify": _bool("ignore_408_on_notify"),
+}
+
+
+def settings_from_mapping(data: Any) -> Settings:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the settings must be a YAML mapping of key: value")
+    for key in data:
+        if key not in _CHECKS:
+            raise ConfigError(f"unknown key {key!r}")
+    if "db_url" not in data:
+        raise ConfigError("'db_url' is required (mysql://user:pass@host:3306/db)")
+    values = {key: _CHECKS[key](value) for key, value in data.items()}
+    settings = Settings(**values)
+    if settings.min_expires > settings.max_subscription_expiration:
+        raise ConfigError("'min_expires' must not exceed 'max_subscription_expiration'")
+    return settings
+
+
+def load_settings(path: str | None) -> Settings:
+    if not path:
+        raise ConfigError("no settings file: set PA_CONFIG to the path of the YAML settings")
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read settings file {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}") from None
+    try:
+        return settings_from_mapping(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

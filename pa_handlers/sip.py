@@ -1,0 +1,346 @@
+"""SIP messages as plain values: parsing of requests and of the header
+fields the presence agent reads (RFC 3261 section 7 and 25).
+
+Kamailio hands us the raw request; we parse only the header section, once,
+and keep the body as bytes.  Anything malformed raises BadRequest, which
+becomes a 400 reply, never an exception escaping into Kamailio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import urllib.parse
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_URI_LENGTH = 1024
+
+# RFC 3261 7.3.3 and the event packages' compact forms (RFC 6665 8.2.1 etc.).
+_COMPACT = {
+    "i": "call-id", "m": "contact", "e": "content-encoding",
+    "l": "content-length", "c": "content-type", "f": "from", "s": "subject",
+    "k": "supported", "t": "to", "v": "via", "o": "event", "u": "allow-events",
+    "r": "refer-to", "b": "referred-by", "x": "session-expires",
+}
+
+_TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+# Call-ID is word ["@" word]: printable ASCII without spaces (RFC 3261 25.1).
+_CALL_ID = re.compile(r"^[\x21-\x7e]{1,255}$")
+_DIGITS = re.compile(r"^[0-9]+$")
+
+
+class BadRequest(Exception):
+    """The request cannot be processed as sent: answered 400."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def canonical_name(name: str) -> str:
+    name = name.strip().lower()
+    return _COMPACT.get(name, name)
+
+
+def is_token(text: str) -> bool:
+    return bool(_TOKEN.match(text))
+
+
+@dataclasses.dataclass
+class SipRequest:
+    method: str
+    uri: str
+    headers: dict[str, list[str]]
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """The first instance of a header field, or None."""
+        values = self.headers.get(name)
+        return values[0] if values else None
+
+    def header_list(self, name: str) -> list[str]:
+        """All comma-separated elements of every instance, in order."""
+        items: list[str] = []
+        for value in self.headers.get(name, ()):
+            items.extend(split_list(value))
+        return items
+
+    def has(self, name: str) -> bool:
+        return name in self.headers
+
+
+def parse_request(data: bytes) -> SipRequest:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        head, sep, body = data.partition(b"\n\n")
+    if len(head) > MAX_HEADER_BYTES:
+        raise BadRequest("Header Section Too Large")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("Header Not UTF-8") from None
+    lines = text.replace("\r\n", "\n").split("\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[2] != "SIP/2.0" or not is_token(parts[0]):
+        raise BadRequest("Bad Request Line")
+    headers: dict[str, list[str]] = {}
+    name = None
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            # Header folding (RFC 3261 7.3.1): continuation of the previous field.
+            if name is None:
+                raise BadRequest("Bad Header Folding")
+            headers[name][-1] += " " + line.strip()
+            continue
+        field, colon, value = line.partition(":")
+        if not colon or not field.strip():
+            raise BadRequest("Malformed Header")
+        name = canonical_name(field)
+        headers.setdefault(name, []).append(value.strip())
+    length = headers.get("content-length")
+    if length:
+        if not _DIGITS.match(length[0]):
+            raise BadRequest("Bad Content-Length")
+        # Over UDP the datagram may carry more than the body (RFC 3261 18.3).
+        body = body[: int(length[0])]
+    return SipRequest(method=parts[0], uri=parts[1], headers=headers, body=body)
+
+
+def split_list(value: str) -> list[str]:
+    """Split a header value on the commas that separate its elements,
+    ignoring commas inside quoted strings and <...> URIs."""
+    if "," not in value:
+        value = value.strip()
+        return [value] if value else []
+    items, start, quoted, angle, i = [], 0, False, False, 0
+    while i < len(value):
+        ch = value[i]
+        if quoted:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            angle = True
+        elif ch == ">":
+            angle = False
+        elif ch == "," and not angle:
+            items.append(value[start:i].strip())
+            start = i + 1
+        i += 1
+    items.append(value[start:].strip())
+    return [item for item in items if item]
+
+
+def parse_params(text: str) -> dict[str, str]:
+    """';a=b;c' -> {'a': 'b', 'c': ''}; names lower-cased, quotes removed."""
+    params: dict[str, str] = {}
+    for piece in text.split(";"):
+        piece = piece.strip()
+        if not piece:
+            continue
+        key, _, val = piece.partition("=")
+        val = val.strip()
+        if len(val) >= 2 and val[0] == '"' and val[-1] == '"':
+            val = val[1:-1]
+        params[key.strip().lower()] = val
+    return params
+
+
+@dataclasses.dataclass(frozen=True)
+class NameAddr:
+    """A From/To/Contact/Record-Route value: display name, URI, parameters."""
+    display: str
+    uri: str
+    params: dict[str, str]
+    text: str  # the value without its tag parameter, as it should be echoed
+
+    @property
+    def tag(self) -> str:
+        return self.params.get("tag", "")
+
+
+_TAG_PARAM = re.compile(r";\s*tag\s*=\s*[^;]*", re.IGNORECASE)
+
+
+def parse_name_addr(value: str) -> NameAddr:
+    value = value.strip()
+    display = ""
+    rest = value
+    if value.startswith('"'):
+        i, end = 1, -1
+        while i < len(value):
+            if value[i] == "\\":
+                i += 2
+                continue
+            if value[i] == '"':
+                end = i
+                break
+            i += 1
+        if end < 0:
+            raise BadRequest("Unterminated Display Name")
+        display = value[1:end]
+        rest = value[end + 1:].lstrip()
+        if not rest.startswith("<"):
+            raise BadRequest("Malformed Name-Addr")
+    if "<" in rest:
+        before, _, after = rest.partition("<")
+        uri, close, params = after.partition(">")
+        if not close:
+            raise BadRequest("Malformed Name-Addr")
+        display = display or before.strip()
+        head = value[: len(value) - len(params)]
+    else:
+        # addr-spec form: parameters after the URI belong to the header field.
+        uri, _, params = rest.partition(";")
+        params = ";" + params if params else ""
+        head = uri
+    uri = uri.strip()
+    if not uri or len(uri) > MAX_URI_LENGTH:
+        raise BadRequest("Bad URI")
+    untagged = head + _TAG_PARAM.sub("", params)
+    return NameAddr(display=display, uri=uri, params=parse_params(params), text=untagged.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class SipUri:
+    scheme: str
+    user: str
+    host: str
+    port: int | None
+    params: dict[str, str]
+
+    @property
+    def aor(self) -> str:
+        """user@host compared as RFC 3261 19.1.4 says: the user part is
+        case-sensitive once %-escapes are decoded, the host is not."""
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+
+_SCHEMES = ("sip", "sips", "pres", "im")
+
+
+def parse_uri(text: str) -> SipUri:
+    scheme, colon, rest = text.partition(":")
+    scheme = scheme.lower()
+    if not colon or scheme not in _SCHEMES:
+        raise BadRequest("Unsupported URI Scheme")
+    rest, _, _headers = rest.partition("?")
+    rest, _, params = rest.partition(";")
+    userinfo, at, hostport = rest.rpartition("@")
+    if not at:
+        hostport = rest
+        userinfo = ""
+    user = urllib.parse.unquote(userinfo.partition(":")[0])
+    if hostport.startswith("["):
+        host, bracket, port_text = hostport[1:].partition("]")
+        if not bracket:
+            raise BadRequest("Bad URI Host")
+        host = "[" + host.lower() + "]"
+        port_text = port_text[1:] if port_text.startswith(":") else port_text
+    else:
+        host, _, port_text = hostport.partition(":")
+        host = host.lower()
+    if not host or any(c.isspace() or c in "<>\"" for c in host):
+        raise BadRequest("Bad URI Host")
+    port = None
+    if port_text:
+        if not _DIGITS.match(port_text) or int(port_text) > 65535:
+            raise BadRequest("Bad URI Port")
+        port = int(port_text)
+    return SipUri(scheme=scheme, user=user, host=host, port=port, params=parse_params(params))
+
+
+@dataclasses.dataclass(frozen=True)
+class EventHeader:
+    package: str
+    id: str
+    params: dict[str, str]
+
+
+def parse_event(value: str | None) -> EventHeader | None:
+    if value is None:
+        return None
+    package, _, params = value.partition(";")
+    package = package.strip()
+    if not package:
+        return None
+    parsed = parse_params(params)
+    return EventHeader(package=package, id=parsed.get("id", ""), params=parsed)
+
+
+def parse_delta_seconds(value: str, what: str) -> int:
+    """Expires-like values; very large ones are capped, not refused
+    (RFC 3261 20.19: delta-seconds above 2**32-1 mean 2**32-1)."""
+    value = value.strip()
+    if not _DIGITS.match(value):
+        raise BadRequest(f"Bad {what}")
+    return min(int(value[:11]), 2**32 - 1)
+
+
+def parse_cseq(value: str | None) -> tuple[int, str]:
+    if value is None:
+        raise BadRequest("Missing CSeq")
+    number, _, method = value.strip().partition(" ")
+    if not _DIGITS.match(number) or len(number) > 10 or int(number) >= 2**31:
+        raise BadRequest("Bad CSeq")
+    return int(number), method.strip()
+
+
+def check_call_id(value: str | None) -> str:
+    if value is None or not _CALL_ID.match(value):
+        raise BadRequest("Bad Call-ID")
+    return value
+
+
+def check_tag(tag: str) -> str:
+    if len(tag) > 128 or not is_token(tag):
+        raise BadRequest("Bad Tag")
+    return tag
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaRange:
+    type: str      # "application/pidf+xml", "application/*" or "*/*"
+    q: float
+
+
+def parse_accept(values: list[str]) -> list[MediaRange]:
+    ranges = []
+    for item in values:
+        media, _, params = item.partition(";")
+        media = media.strip().lower()
+        if "/" not in media:
+            continue
+        q = 1.0
+        q_text = parse_params(params).get("q")
+        if q_text is not None:
+            try:
+                q = max(0.0, min(1.0, float(q_text)))
+            except ValueError:
+                q = 0.0
+        ranges.append(MediaRange(media, q))
+    return ranges
+
+
+def choose_media_type(request: SipRequest, offered: tuple[str, ...]) -> str | None:
+    """The first of `offered` (server order) that the request's Accept
+    admits; the first offered when there is no Accept header; None when
+    nothing offered is acceptable (an empty Accept accepts nothing)."""
+    if not request.has("accept"):
+        return offered[0]
+    ranges = parse_accept(request.header_list("accept"))
+    for media in offered:
+        kind = media.split("/")[0] + "/*"
+        best = None
+        # The most specific range that matches decides (RFC 7231 5.3.2 style).
+        for pattern in (media, kind, "*/*"):
+            match = [r.q for r in ranges if r.type == pattern]
+            if match:
+                best = max(match)
+                break
+        if best:
+            return media
+    return None

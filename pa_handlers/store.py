@@ -1,0 +1,340 @@
+"""All SQL of the presence agent, in one place.
+
+State lives in MySQL/MariaDB so that every Kamailio process, every node and
+a restarted server see the same truth.  Each Kamailio process is single
+threaded and owns one connection, opened lazily after the fork and dropped
+on any connection error.  A request that cannot reach the database gets
+StoreUnavailable at once (the caller answers 500 with Retry-After); the
+next request after a short pause tries again, so service resumes by itself.
+
+Every statement is parameterised.  Multi-step changes run in one
+transaction, retried when the server reports a deadlock, a lock wait
+timeout or (on Galera) a certification failure.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import time
+from typing import Callable, Iterable, TypeVar
+
+import pymysql
+import pymysql.err
+
+from .config import DatabaseUrl
+from .subscription import COLUMNS as SUBSCRIPTION_COLUMNS, Subscription
+
+log = logging.getLogger("pa.store")
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+# Errors after which the same transaction may simply be run again.
+_RETRY_CODES = {1205, 1213, 1180, 1181, 1047, 1317}
+# Server errors that mean the connection or the server is going away.
+_GONE_CODES = {1053, 1077, 1078, 1079, 1080, 1152, 1153, 1927, 4031}
+_RETRIES = 3
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or did not answer in time."""
+
+
+class DialogResult(enum.Enum):
+    OK = "ok"
+    UNKNOWN = "unknown"   # no such subscription: 481
+    STALE = "stale"       # CSeq not above the last one: 500
+
+
+class Database:
+    """One connection per process, reconnected after failures."""
+
+    def __init__(self, url: DatabaseUrl, timeout: float, pause: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.url = url
+        self.timeout = timeout
+        self.pause = pause
+        self.clock = clock
+        self._conn: pymysql.connections.Connection | None = None
+        self._pid = 0
+        self._failed_at: float | None = None
+        self._used_at = 0.0
+
+    def _connect(self) -> pymysql.connections.Connection:
+        now = self.clock()
+        if self._failed_at is not None and now - self._failed_at < self.pause:
+            # Fail fast for a moment after a failure, so that an outage costs
+            # each request microseconds, not a connect timeout.
+            raise StoreUnavailable("database unavailable (recent failure)")
+        try:
+            conn = pymysql.connect(
+                host=self.url.host, port=self.url.port, user=self.url.user,
+                password=self.url.password, database=self.url.database,
+                unix_socket=self.url.unix_socket, charset="utf8mb4",
+                autocommit=True, connect_timeout=max(1, int(self.timeout)),
+                read_timeout=self.timeout, write_timeout=self.timeout,
+                init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            )
+        except pymysql.err.MySQLError as e:
+            self._failed_at = now
+            raise StoreUnavailable(f"cannot connect to {self.url.redacted()}: {e}") from None
+        self._failed_at = None
+        self._pid = os.getpid()
+        self._used_at = now
+        return conn
+
+    def connection(self) -> pymysql.connections.Connection:
+        # Never use a connection inherited across fork(): Kamailio forks its
+        # children after mod_init, and a shared socket would mix their queries.
+        if self._conn is None or self._pid != os.getpid():
+            self._conn = self._connect()
+        elif self.clock() - self._used_at > 5.0:
+            # An idle connection may have died with a database restart; a
+            # ping now is cheaper than failing the request it would carry.
+            try:
+                self._conn.ping(reconnect=False)
+            except pymysql.err.MySQLError:
+                self.discard()
+                self._conn = self._connect()
+        return self._conn
+
+    def discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def run(self, work: Callable[[pymysql.cursors.Cursor], T], transaction: bool = False) -> T:
+        for attempt in range(_RETRIES):
+            conn = self.connection()
+            try:
+                with conn.cursor() as cur:
+                    if transaction:
+                        conn.begin()
+                    result = work(cur)
+                    if transaction:
+                        conn.commit()
+                self._used_at = self.clock()
+                return result
+            except pymysql.err.OperationalError as e:
+                code = e.args[0] if e.args else 0
+                if code in _RETRY_CODES:
+                    self._rollback(conn)
+                    if attempt + 1 < _RETRIES:
+                        continue
+                    raise StoreUnavailable(f"database busy: {e}") from None
+                self.discard()
+                if code >= 2000 or code in _GONE_CODES:
+                    # Connection lost, timed out, or the server is going away.
+                    self._failed_at = self.clock()
+                raise StoreUnavailable(f"database error: {e}") from None
+            except (pymysql.err.InterfaceError, OSError) as e:
+                self.discard()
+                self._failed_at = self.clock()
+                raise StoreUnavailable(f"database connection lost: {e}") from None
+            except BaseException:
+                self._rollback(conn)
+                raise
+        raise AssertionError("unreachable")
+
+    def _rollback(self, conn) -> None:
+        try:
+            conn.rollback()
+        except Exception:
+            self.discard()
+
+
+_SUB_COLS = ", ".join(SUBSCRIPTION_COLUMNS)
+_SUB_COLS_S = ", ".join("s." + c for c in SUBSCRIPTION_COLUMNS)
+_N_SUB = len(SUBSCRIPTION_COLUMNS)
+_DIALOG = "call_id = %s AND local_tag = %s AND remote_tag = %s"
+
+
+def _subscription(row) -> Subscription:
+    return Subscription(*row[:_N_SUB])
+
+
+class Store:
+    def __init__(self, db: Database):
+        self.db = db
+
+    # -- schema ---------------------------------------------------------
+
+    def schema_version(self) -> int | None:
+        def work(cur):
+            cur.execute("SELECT table_name FROM information_schema.tables"
+                        " WHERE table_schema = DATABASE() AND table_name = 'pa_schema'")
+            if not cur.fetchone():
+                return None
+            cur.execute("SELECT MAX(version) FROM pa_schema")
+            return cur.fetchone()[0]
+        return self.db.run(work)
+
+    # -- authorization --------------------------------------------------
+
+    def watcher_status(self, domain: str, event: str, presentity: str,
+                       watcher: str) -> tuple[str, str] | None:
+        def work(cur):
+            cur.execute(
+                "SELECT status, reason FROM pa_watcher WHERE presentity = %s"
+                " AND watcher = %s AND presence_domain = %s AND event = %s",
+                (presentity, watcher, domain, event))
+            return cur.fetchone()
+        return self.db.run(work)
+
+    # -- documents ------------------------------------------------------
+
+    def document(self, domain: str, event: str, presentity: str) -> bytes | None:
+        def work(cur):
+            cur.execute(
+                "SELECT body FROM pa_document WHERE presentity = %s"
+                " AND presence_domain = %s AND event = %s",
+                (presentity, domain, event))
+            row = cur.fetchone()
+            return row[0] if row else None
+        return self.db.run(work)
+
+    def _documents(self, cur, keys: Iterable[tuple[str, str, str]]) -> dict:
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        placeholders = ", ".join(["(%s, %s, %s)"] * len(keys))
+        cur.execute(
+            "SELECT presentity, presence_domain, event, body FROM pa_document"
+            " WHERE (presentity, presence_domain, event) IN (" + placeholders + ")",
+            [v for key in keys for v in key])
+        return {(p, d, e): body for p, d, e, body in cur.fetchall()}
+
+    # -- subscriptions --------------------------------------------------
+
+    def add_subscription(self, sub: Subscription, now: int) -> None:
+        """Store a new subscription whose first NOTIFY (local_cseq) is
+        about to be sent."""
+        values = [getattr(sub, c) for c in SUBSCRIPTION_COLUMNS if c != "id"]
+        cols = [c for c in SUBSCRIPTION_COLUMNS if c != "id"]
+
+        def work(cur):
+            cur.execute(
+                "INSERT INTO pa_subscription (" + ", ".join(cols)
+                + ", unanswered_since, created_at) VALUES ("
+                + ", ".join(["%s"] * (len(cols) + 2)) + ")",
+                values + [now, now])
+            sub.id = cur.lastrowid
+        self.db.run(work)
+
+    def refresh_subscription(self, dialog: tuple[str, str, str], event: str,
+                             event_id: str, remote_cseq: int, expires_at: int,
+                             remote_target: str | None, content_type: str | None,
+                             now: int) -> tuple[DialogResult, Subscription | None, bytes | None]:
+        """Extend a subscription and reserve the CSeq of the NOTIFY that
+        follows.  The CSeq is taken before the document is read, so the
+        NOTIFY with the highest CSeq always carries the newest document."""
+        def work(cur):
+            changed = cur.execute(
+                "UPDATE pa_subscription SET expires_at = %s,"
+                " remote_target = COALESCE(%s, remote_target),"
+                " content_type = COALESCE(%s, content_type),"
+                " remote_cseq = %s, local_cseq = LAST_INSERT_ID(local_cseq + 1),"
+                " unanswered_since = COALESCE(unanswered_since, %s)"
+                " WHERE " + _DIALOG + " AND event = %s AND event_id = %s AND remote_cseq < %s",
+                (expires_at, remote_target, content_type, remote_cseq, now,
+                 *dialog, event, event_id, remote_cseq))
+            cseq = cur.lastrowid if changed else None
+            cur.execute(
+                "SELECT " + _SUB_COLS_S + ", d.body FROM pa_subscription s"
+                " LEFT JOIN pa_document d ON d.presentity = s.presentity"
+                " AND d.presence_domain = s.presence_domain AND d.event = s.event"
+                " WHERE s.call_id = %s AND s.local_tag = %s AND s.remote_tag = %s"
+                " AND s.event = %s AND s.event_id = %s",
+                (*dialog, event, event_id))
+            row = cur.fetchone()
+            if row is None:
+                return DialogResult.UNKNOWN, None, None
+            if cseq is None:
+                return DialogResult.STALE, None, None
+            sub = _subscription(row)
+            sub.local_cseq = cseq
+            return DialogResult.OK, sub, row[_N_SUB]
+        return self.db.run(work)
+
+    def remove_subscription(self, dialog: tuple[str, str, str], event: str, event_id: str,
+                            remote_cseq: int) -> tuple[DialogResult, Subscription | None, bytes | None]:
+        """Delete a subscription the watcher ends (Expires: 0) and return
+        it with the CSeq of its final NOTIFY."""
+        def work(cur):
+            cur.execute(
+                "DELETE FROM pa_subscription WHERE " + _DIALOG
+                + " AND event = %s AND event_id = %s AND remote_cseq < %s RETURNING " + _SUB_COLS,
+                (*dialog, event, event_id, remote_cseq))
+            row = cur.fetchone()
+            if row is None:
+                cur.execute("SELECT 1 FROM pa_subscription WHERE " + _DIALOG
+                            + " AND event = %s AND event_id = %s", (*dialog, event, event_id))
+                return (DialogResult.STALE if cur.fetchone() else DialogResult.UNKNOWN), None, None
+            sub = _subscription(row)
+            sub.local_cseq += 1
+            docs = self._documents(cur, [(sub.presentity, sub.presence_domain, sub.event)])
+            return DialogResult.OK, sub, docs.get((sub.presentity, sub.presence_domain, sub.event))
+        return self.db.run(work)
+
+    def notify_answered(self, dialog: tuple[str, str, str], cseq: int, code: int, now: int) -> None:
+        """Record a final answer to a NOTIFY.  Once the newest NOTIFY is
+        answered nothing is outstanding; an answer to an older one means a
+        newer one is still in flight, so the clock restarts from now."""
+        def work(cur):
+            cur.execute(
+                "UPDATE pa_subscription SET last_notify_code = %s,"
+                " unanswered_since = IF(local_cseq <= %s, NULL, %s) WHERE " + _DIALOG,
+                (code, cseq, now, *dialog))
+        self.db.run(work)
+
+    def drop_subscription(self, dialog: tuple[str, str, str], code: int) -> Subscription | None:
+        """End a subscription whose NOTIFY failed (481, 404, 408)."""
+        def work(cur):
+            cur.execute("DELETE FROM pa_subscription WHERE " + _DIALOG + " RETURNING " + _SUB_COLS,
+                        dialog)
+            row = cur.fetchone()
+            return _subscription(row) if row else None
+        return self.db.run(work)
+
+    def claim_expired_subscriptions(self, now: int, limit: int) -> list[tuple[Subscription, bytes | None]]:
+        """Remove up to `limit` expired subscriptions and return them with
+        the CSeq of their final NOTIFY.  SKIP LOCKED lets the timers of
+        every process and node share the work, each row claimed once."""
+        def work(cur):
+            cur.execute(
+                "SELECT " + _SUB_COLS + " FROM pa_subscription WHERE expires_at <= %s"
+                " ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED", (now, limit))
+            subs = [_subscription(row) for row in cur.fetchall()]
+            if not subs:
+                return []
+            self._delete_ids(cur, [s.id for s in subs])
+            docs = self._documents(cur, [(s.presentity, s.presence_domain, s.event)
+                                         for s in subs if s.status == "active"])
+            for s in subs:
+                s.local_cseq += 1
+            return [(s, docs.get((s.presentity, s.presence_domain, s.event))) for s in subs]
+        return self.db.run(work, transaction=True)
+
+    def claim_unanswered_subscriptions(self, before: int, limit: int) -> list[Subscription]:
+        """Remove subscriptions whose NOTIFY has gone unanswered since
+        `before` (the watcher is gone: RFC 6665 4.2.2, Timer F)."""
+        def work(cur):
+            cur.execute(
+                "SELECT " + _SUB_COLS + " FROM pa_subscription WHERE unanswered_since <= %s"
+                " ORDER BY unanswered_since LIMIT %s FOR UPDATE SKIP LOCKED", (before, limit))
+            subs = [_subscription(row) for row in cur.fetchall()]
+            if subs:
+                self._delete_ids(cur, [s.id for s in subs])
+            return subs
+        return self.db.run(work, transaction=True)
+
+    @staticmethod
+    def _delete_ids(cur, ids: list[int]) -> None:
+        cur.execute("DELETE FROM pa_subscription WHERE id IN (" + ", ".join(["%s"] * len(ids)) + ")",
+                    ids)

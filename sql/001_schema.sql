@@ -1,0 +1,134 @@
+-- Presence agent schema, version 1.
+-- Apply the files of this folder in name order to an empty database:
+--   for f in sql/*.sql; do mysql padb < "$f"; done
+--
+-- Conventions: InnoDB, a primary key on every table (Galera needs one),
+-- times as UNIX seconds (INT UNSIGNED, the same on every node whatever its
+-- time zone), URIs compared through their normalised address-of-record
+-- "user@host" (RFC 3261 19.1.4: user case-sensitive, host lower-cased),
+-- SIP tokens (Call-ID, tags, event names) in ASCII with binary collation.
+-- "presence_domain" is the handler's domain argument (registrar, jabber):
+-- each is a separate namespace of presentities.
+
+CREATE TABLE pa_schema (
+  version INT UNSIGNED NOT NULL PRIMARY KEY,
+  applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+) ENGINE=InnoDB;
+
+-- One row per subscription: the dialog the SUBSCRIBE created (RFC 6665 4.1)
+-- with everything needed to send an in-dialog NOTIFY from any process of
+-- any node, and after a restart.
+CREATE TABLE pa_subscription (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  presence_domain VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  event VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  event_id VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',
+  presentity VARCHAR(255) NOT NULL,
+  watcher VARCHAR(255) NOT NULL,
+  watcher_display VARCHAR(128) NOT NULL DEFAULT '',
+  call_id VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  local_tag VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  remote_tag VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  -- To of the SUBSCRIBE without tag: the From of our NOTIFYs.
+  local_uri VARCHAR(1024) NOT NULL,
+  -- From of the SUBSCRIBE without tag: the To of our NOTIFYs.
+  remote_uri VARCHAR(1024) NOT NULL,
+  -- The watcher's Contact: request-URI of our NOTIFYs (target refresh).
+  remote_target VARCHAR(1024) NOT NULL,
+  -- Record-Route of the SUBSCRIBE, in received order (RFC 3261 12.1.1).
+  route_set TEXT NOT NULL,
+  local_contact VARCHAR(255) NOT NULL,
+  -- Local socket (proto:ip:port) the SUBSCRIBE arrived on; NOTIFYs leave by it.
+  socket VARCHAR(128) NOT NULL,
+  -- Where the SUBSCRIBE came from (proto:ip:port), for NAT handling.
+  received VARCHAR(128) NOT NULL DEFAULT '',
+  remote_cseq INT UNSIGNED NOT NULL,
+  -- CSeq of the last NOTIFY sent; incremented in the database so that it
+  -- grows across processes, nodes and restarts.
+  local_cseq INT UNSIGNED NOT NULL,
+  -- Document format negotiated from Accept.
+  content_type VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  status VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  reason VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',
+  -- presence.winfo document version (RFC 3858), per subscription.
+  version INT UNSIGNED NOT NULL DEFAULT 0,
+  expires_at INT UNSIGNED NOT NULL,
+  -- Send time of the oldest NOTIFY not yet answered; a subscription whose
+  -- NOTIFY stays unanswered past notify_timeout is ended (RFC 6665 4.2.2).
+  unanswered_since INT UNSIGNED NULL,
+  last_notify_code SMALLINT UNSIGNED NULL,
+  created_at INT UNSIGNED NOT NULL,
+  UNIQUE KEY dialog (call_id, local_tag, remote_tag),
+  KEY by_presentity (presentity, presence_domain, event),
+  KEY by_watcher (watcher),
+  KEY by_expiry (expires_at),
+  KEY by_unanswered (unanswered_since)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- One row per publication (RFC 3903): a PUBLISHed document of one
+-- presentity, or state derived from a registration (origin 'registrar')
+-- or from the XMPP gateway (origin 'jabber').
+CREATE TABLE pa_publication (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  presence_domain VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  event VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  presentity VARCHAR(255) NOT NULL,
+  etag VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  origin VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT 'publish',
+  -- What identifies the source within the presentity (the publishing
+  -- device, the registered contact): a new publication from the same
+  -- source supersedes the old one.
+  source VARCHAR(512) NOT NULL DEFAULT '',
+  publisher VARCHAR(255) NOT NULL DEFAULT '',
+  content_type VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  -- The document as received, and its parsed parts ready to aggregate, so
+  -- that no stored publication is parsed again on the hot path.
+  body MEDIUMBLOB NOT NULL,
+  parts MEDIUMBLOB NOT NULL,
+  expires_at INT UNSIGNED NOT NULL,
+  updated_at INT UNSIGNED NOT NULL,
+  UNIQUE KEY etag (etag),
+  KEY by_presentity (presentity, presence_domain, event),
+  KEY by_source (presentity, source(191)),
+  KEY by_expiry (expires_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- The aggregated document of a presentity, rebuilt once per change of its
+-- publications and read by every NOTIFY.  No row: nothing published.
+CREATE TABLE pa_document (
+  presentity VARCHAR(255) NOT NULL,
+  presence_domain VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  event VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  version BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  body MEDIUMBLOB NOT NULL,
+  updated_at INT UNSIGNED NOT NULL,
+  PRIMARY KEY (presentity, presence_domain, event)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Authorization of a watcher by a presentity (RFC 5025 sub-handling
+-- outcome, or the presentity's own decision with auth 'implicit').
+CREATE TABLE pa_watcher (
+  presentity VARCHAR(255) NOT NULL,
+  watcher VARCHAR(255) NOT NULL,
+  presence_domain VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  event VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  -- pending | active | terminated | polite-block
+  status VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  reason VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',
+  display_name VARCHAR(128) NOT NULL DEFAULT '',
+  updated_at INT UNSIGNED NOT NULL,
+  PRIMARY KEY (presentity, watcher, presence_domain, event)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- XCAP documents (pres-rules) of the built-in XCAP server and the cache of
+-- documents fetched from an external one.
+CREATE TABLE pa_xcap_document (
+  owner VARCHAR(255) NOT NULL,
+  auid VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  etag VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  body MEDIUMBLOB NOT NULL,
+  fetched_at INT UNSIGNED NOT NULL,
+  PRIMARY KEY (owner, auid)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+INSERT INTO pa_schema (version) VALUES (1);
