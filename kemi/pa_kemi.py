@@ -1,0 +1,215 @@
+"""Kamailio glue of the presence agent, loaded by app_python3.
+
+Two ways to use it:
+
+* native kamailio.cfg: `modparam("app_python3", "load", ".../kemi/pa_kemi.py")`,
+  then `python_exec("handle_subscription", "registrar")` and friends; the
+  object mod_init() returns has one method per handler.
+* a KEMI Python routing script (cfgengine "python"): `import pa_kemi`,
+  `pa = pa_kemi.load()` in mod_init, then `pa.handle_subscription(msg,
+  "registrar")` from ksr_request_route; see pa_routing.py.
+
+This layer only moves values between KSR and pa_handlers: it reads the
+request, calls the presence logic, and sends the reply and NOTIFYs it
+decided on.  It never lets an exception reach Kamailio.
+"""
+
+import functools
+import logging
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import KSR  # noqa: E402  (provided by app_python3)
+
+from pa_handlers.agent import PresenceAgent  # noqa: E402
+from pa_handlers.config import ConfigError, load_settings  # noqa: E402
+from pa_handlers.messages import Context, Outcome  # noqa: E402
+from pa_handlers.store import SCHEMA_VERSION, Database, Store, StoreUnavailable  # noqa: E402
+
+log = logging.getLogger("pa")
+
+
+class _KamailioLog(logging.Handler):
+    """Python logging into Kamailio's log, prefixed 'pa:'."""
+
+    def emit(self, record):
+        try:
+            text = "pa: " + self.format(record).replace("\n", " | ") + "\n"
+            if record.levelno >= logging.ERROR:
+                KSR.err(text)
+            elif record.levelno >= logging.WARNING:
+                KSR.warn(text)
+            elif record.levelno >= logging.INFO:
+                KSR.info(text)
+            else:
+                KSR.dbg(text)
+        except Exception:
+            pass
+
+
+def _setup_logging():
+    if not any(isinstance(h, _KamailioLog) for h in log.handlers):
+        log.addHandler(_KamailioLog())
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def _entry(failure_code=None):
+    """Wrap a method Kamailio calls: log what escapes, answer 500 to a
+    request if nothing was sent, and always return an int."""
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args):
+            try:
+                return method(self, *args)
+            except Exception:
+                log.exception("%s failed", method.__name__)
+                if failure_code:
+                    try:
+                        KSR.sl.send_reply(failure_code, "Server Internal Error")
+                    except Exception:
+                        pass
+                return 1
+        return run
+    return wrap
+
+
+def _message() -> bytes:
+    try:
+        return KSR.pv.get("$mb").encode("utf-8")
+    except Exception:
+        # Not UTF-8: take it hex-encoded, so the core decides (400).
+        return bytes.fromhex(KSR.pv.get("$(mb{s.encode.hexa})"))
+
+
+def _context() -> Context:
+    return Context(
+        local_tag=KSR.pv.get("$ltt(x)") or "",
+        socket=KSR.pv.get("$Ras") or "",
+        local_contact=KSR.pv.get("$RAut") or "",
+        source="%s:%s:%s" % (KSR.pv.get("$pr"), KSR.pv.get("$si"), KSR.pv.get("$sp")),
+    )
+
+
+class PresenceAgentKemi:
+    """The handlers, bound to this Kamailio process's database connection."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._agent = None
+        self._pid = None
+        self._local_sockets = {}
+
+    @property
+    def agent(self) -> PresenceAgent:
+        # Created lazily in each child process, after Kamailio's fork.
+        if self._agent is None or self._pid != os.getpid():
+            db = Database(self.settings.db_url, self.settings.db_timeout)
+            self._agent = PresenceAgent(self.settings, Store(db))
+            self._pid = os.getpid()
+            self._local_sockets = {}
+        return self._agent
+
+    def child_init(self, rank):
+        return 0
+
+    @_entry(failure_code=500)
+    def handle_subscription(self, msg, domain="registrar"):
+        self._answer(self.agent.handle_subscription(_message(), _context(), domain))
+        return 1
+
+    @_entry(failure_code=500)
+    def handle_publish(self, msg, domain="registrar"):
+        self._answer(self.agent.handle_publish(_message(), _context(), domain))
+        return 1
+
+    @_entry()
+    def handle_notify_reply(self, msg=None):
+        """Call from the reply route: records answers to our NOTIFYs."""
+        if KSR.pv.get("$rm") != "NOTIFY":
+            return 1
+        code = int(KSR.pv.get("$rs"))
+        cseq = int(KSR.pv.get("$cs"))
+        # Our NOTIFY's From tag is our tag, its To tag the watcher's.
+        dialog = (KSR.pv.get("$ci"), KSR.pv.get("$ft"), KSR.pv.get("$tt"))
+        self.agent.handle_notify_reply(dialog, cseq, code)
+        return 1
+
+    @_entry()
+    def on_timer(self, arg=None):
+        """Call every second (rtimer); runs the sweeps every timer_interval."""
+        for notify in self.agent.on_timer():
+            self._send_notify(notify)
+        return 1
+
+    def _answer(self, outcome: Outcome):
+        reply = outcome.reply
+        for name, value in reply.headers:
+            KSR.hdr.append_to_reply("%s: %s\r\n" % (name, value))
+        KSR.sl.send_reply(reply.code, reply.reason)
+        for notify in outcome.notifies:
+            self._send_notify(notify)
+
+    def _send_notify(self, notify):
+        socket = notify.socket if self._is_local(notify.socket) else ""
+        rc = KSR.tm.t_uac_send("NOTIFY", notify.ruri, notify.nexthop, socket,
+                               notify.headers, notify.body)
+        if rc < 0:
+            log.warning("NOTIFY to %s (call-id=%s cseq=%d) could not be sent",
+                        notify.ruri, notify.call_id, notify.cseq)
+
+    def _is_local(self, socket):
+        """Whether this node listens on `socket` (another node may have
+        taken the subscription); unknown sockets let Kamailio choose."""
+        known = self._local_sockets.get(socket)
+        if known is None:
+            proto, _, hostport = socket.partition(":")
+            known = bool(hostport) and KSR.is_myself("sip:%s;transport=%s" % (hostport, proto)) > 0
+            self._local_sockets[socket] = known
+        return known
+
+
+def _check_database(settings) -> bool:
+    """At start, before the fork: refuse a database without our schema;
+    only warn when it cannot be reached (service resumes when it is back)."""
+    db = Database(settings.db_url, min(settings.db_timeout, 2.0))
+    try:
+        version = Store(db).schema_version()
+    except StoreUnavailable as e:
+        log.warning("database not reachable at start (%s); requests get 500 until it is", e)
+        return True
+    finally:
+        db.discard()
+    if version is None:
+        log.error("database %s has no presence agent schema: apply sql/*.sql to it",
+                  settings.db_url.redacted())
+        return False
+    if version > SCHEMA_VERSION:
+        log.error("database schema version %d is newer than this plugin knows (%d)",
+                  version, SCHEMA_VERSION)
+        return False
+    return True
+
+
+def load():
+    """Read the settings named by PA_CONFIG and check the database; returns
+    the handlers, or None (after one clear log line) to stop Kamailio."""
+    _setup_logging()
+    path = os.environ.get("PA_CONFIG")
+    try:
+        settings = load_settings(path)
+    except ConfigError as e:
+        log.error("configuration error: %s", e)
+        return None
+    if not _check_database(settings):
+        return None
+    log.info("presence agent ready (settings %s, database %s)", path, settings.db_url.redacted())
+    return PresenceAgentKemi(settings)
+
+
+def mod_init():
+    return load()

@@ -1,0 +1,62 @@
+"""The routing of kamailio.cfg.sample (cfgengine "python"): a presence
+server that answers SUBSCRIBE and PUBLISH with the presence agent.
+
+Operators with their own KEMI script do the same in theirs: `import
+pa_kemi`, keep `pa_kemi.load()` from mod_init, call its handlers from the
+request route, `handle_notify_reply` from the reply route and `on_timer`
+from an rtimer route.
+"""
+
+import KSR
+
+import pa_kemi
+
+
+def mod_init():
+    pa = pa_kemi.load()
+    return PresenceRouting(pa) if pa is not None else None
+
+
+class PresenceRouting:
+    def __init__(self, pa):
+        self.pa = pa
+
+    def child_init(self, rank):
+        return self.pa.child_init(rank)
+
+    def ksr_request_route(self, msg):
+        if KSR.maxfwd.process_maxfwd(10) < 0:
+            KSR.sl.sl_send_reply(483, "Too Many Hops")
+            return 1
+        method = KSR.pv.get("$rm")
+        if method in ("SUBSCRIBE", "PUBLISH"):
+            # Statefully, as SER's manual says (t_newtran first): the
+            # transaction absorbs retransmissions and carries the reply.
+            rc = KSR.tm.t_newtran()
+            if rc == 0:
+                return 1  # a retransmission, answered by tm
+            if rc < 0:
+                KSR.sl.sl_reply_error()
+                return 1
+            if method == "SUBSCRIBE":
+                self.pa.handle_subscription(msg, "registrar")
+            else:
+                self.pa.handle_publish(msg, "registrar")
+            return 1
+        if method == "OPTIONS":
+            KSR.sl.sl_send_reply(200, "OK")
+            return 1
+        if method == "ACK":
+            return 1
+        KSR.sl.sl_send_reply(501, "Not Implemented")
+        return 1
+
+    def ksr_reply_route(self, msg):
+        # Answers to the NOTIFYs the presence agent sent.
+        return self.pa.handle_notify_reply(msg)
+
+    def ksr_onsend_route(self, msg):
+        return 1
+
+    def ksr_pa_timer(self, msg, evname=None):
+        return self.pa.on_timer()
