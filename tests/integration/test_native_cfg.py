@@ -1,0 +1,61 @@
+"""The handlers called from native kamailio.cfg routing with python_exec(),
+as SER's manual shows (kemi/kamailio-native.cfg)."""
+
+import pytest
+
+from conftest import settings
+from harness import NATIVE_CFG, Kamailio
+from helpers import tuples, wait_until
+from sipua import SipUA
+
+
+@pytest.fixture(scope="module")
+def kamailio(database):
+    k = Kamailio(settings(database), cfg=NATIVE_CFG).start()
+    yield k
+    k.cleanup()
+
+
+def test_subscribe_through_python_exec(ua, presentity):
+    r, d = ua.subscribe(presentity, expires=300)
+    assert r.status == 200 and r.get("expires") == "300"
+    n = ua.wait_notify(d.call_id)
+    assert n.subscription_state() == ("active", {"expires": "300"})
+    assert [basic for _, basic in tuples(n.body)] == ["closed"]
+
+
+def test_notify_answers_reach_the_plugin_from_onreply_route(ua, presentity, database):
+    ua.notify_answer = 481
+    _, d = ua.subscribe(presentity)
+    ua.wait_notify(d.call_id)
+    wait_until(lambda: not database.query(
+        "SELECT 1 FROM pa_subscription WHERE call_id = %s", (d.call_id,)))
+
+
+def test_timer_route_expires_subscriptions(ua, presentity):
+    _, d = ua.subscribe(presentity, expires=2)
+    n = ua.wait_notify(d.call_id, 2, timeout=8)
+    assert n.subscription_state() == ("terminated", {"reason": "timeout"})
+
+
+def test_publish_is_routed_to_handle_publish(ua, presentity):
+    r = ua.request("PUBLISH", presentity, headers=[("Event", "presence")])
+    assert r.status == 501
+
+
+def test_unknown_domain_logs_a_clear_error(database, tmp_path, presentity):
+    cfg = tmp_path / "native-bad-domain.cfg"
+    with open(NATIVE_CFG) as f:
+        cfg.write_text(f.read().replace('"handle_subscription", "registrar"',
+                                        '"handle_subscription", "registar"'))
+    k = Kamailio(settings(database), cfg=str(cfg)).start()
+    try:
+        ua = SipUA(k.address)
+        try:
+            r, _ = ua.subscribe(presentity)
+        finally:
+            ua.close()
+        assert r.status == 500
+        assert "unknown domain 'registar' (known: registrar, jabber)" in k.log()
+    finally:
+        k.cleanup()

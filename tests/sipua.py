@@ -1,0 +1,300 @@
+"""A small SIP user agent for the integration tests: it subscribes,
+publishes, and answers the NOTIFYs it receives, over UDP or TCP.
+
+It is written independently of pa_handlers (no shared parsing code), so
+that a bug in the presence agent's SIP handling cannot hide in both.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import random
+import re
+import socket
+import string
+import threading
+import time
+
+_COMPACT = {"i": "call-id", "m": "contact", "l": "content-length", "c": "content-type",
+            "f": "from", "t": "to", "v": "via", "o": "event", "u": "allow-events",
+            "k": "supported"}
+
+
+def rand(n=10) -> str:
+    return "".join(random.choices(string.ascii_lowercase + string.digits, k=n))
+
+
+class Message:
+    def __init__(self, raw: bytes):
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("utf-8", "replace").split("\r\n")
+        self.start = lines[0]
+        self.headers: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            if line[:1] in " \t" and self.headers:
+                name, value = self.headers[-1]
+                self.headers[-1] = (name, value + " " + line.strip())
+                continue
+            name, _, value = line.partition(":")
+            name = name.strip().lower()
+            self.headers.append((_COMPACT.get(name, name), value.strip()))
+        length = self.get("content-length")
+        self.body = body[: int(length)] if length is not None else body
+        self.received_at = time.monotonic()
+
+    @property
+    def is_request(self) -> bool:
+        return not self.start.startswith("SIP/2.0 ")
+
+    @property
+    def method(self) -> str:
+        return self.start.split(" ")[0] if self.is_request else self.cseq[1]
+
+    @property
+    def status(self) -> int:
+        return int(self.start.split(" ")[1])
+
+    @property
+    def reason(self) -> str:
+        return self.start.split(" ", 2)[2]
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        number, method = self.get("cseq").split()
+        return int(number), method
+
+    @property
+    def call_id(self) -> str:
+        return self.get("call-id")
+
+    def get(self, name: str) -> str | None:
+        name = name.lower()
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+    def all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for n, v in self.headers if n == name]
+
+    def tag(self, name: str) -> str:
+        m = re.search(r";\s*tag=([^;>\s]+)", self.get(name) or "")
+        return m.group(1) if m else ""
+
+    def subscription_state(self) -> tuple[str, dict[str, str]]:
+        value = self.get("subscription-state") or ""
+        state, *params = [p.strip() for p in value.split(";")]
+        return state, dict(p.split("=", 1) if "=" in p else (p, "") for p in params)
+
+    def __repr__(self):
+        return f"<Message {self.start!r}>"
+
+
+class Dialog:
+    """The subscriber's side of a subscription dialog."""
+
+    def __init__(self, call_id, local_tag, local_uri, remote_uri, event, cseq):
+        self.call_id = call_id
+        self.local_tag = local_tag
+        self.remote_tag = ""
+        self.local_uri = local_uri
+        self.remote_uri = remote_uri
+        self.event = event
+        self.cseq = cseq
+        self.target = remote_uri
+        self.routes: list[str] = []
+
+
+class SipUA:
+    def __init__(self, server: tuple[str, int], transport: str = "udp", user: str = "alice",
+                 host: str = "127.0.0.1"):
+        self.server = server
+        self.transport = transport
+        self.user = user
+        self.host = host
+        self.aor = f"sip:{user}@{host}"
+        if transport == "udp":
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind((host, 0))
+        else:
+            self.sock = socket.create_connection(server, timeout=5)
+            self.sock.settimeout(None)
+        self.port = self.sock.getsockname()[1]
+        self.contact = f"sip:{user}@{host}:{self.port};transport={transport}"
+        # How to answer NOTIFYs: a status code, None for silence, or a
+        # function of the NOTIFY returning either.
+        self.notify_answer = 200
+        self.requests: "queue.Queue[Message]" = queue.Queue()
+        self._responses: dict[tuple[str, int], "queue.Queue[Message]"] = {}
+        self._notifies: dict[str, list[Message]] = {}
+        self._lock = threading.Condition()
+        self._closed = False
+        self._cseq = itertools.count(1)
+        self._thread = threading.Thread(target=self._read_loop, daemon=True)
+        self._thread.start()
+
+    # -- transport ------------------------------------------------------
+
+    def send_raw(self, data: bytes) -> None:
+        if self.transport == "udp":
+            self.sock.sendto(data, self.server)
+        else:
+            self.sock.sendall(data)
+
+    def _read_loop(self):
+        buffer = b""
+        while not self._closed:
+            try:
+                if self.transport == "udp":
+                    data, _ = self.sock.recvfrom(65535)
+                    self._dispatch(Message(data))
+                    continue
+                data = self.sock.recv(65535)
+                if not data:
+                    return
+                buffer += data
+                while b"\r\n\r\n" in buffer:
+                    head, _, rest = buffer.partition(b"\r\n\r\n")
+                    m = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", head)
+                    length = int(m.group(1)) if m else 0
+                    if len(rest) < length:
+                        break
+                    self._dispatch(Message(head + b"\r\n\r\n" + rest[:length]))
+                    buffer = rest[length:]
+            except OSError:
+                return
+
+    def _dispatch(self, msg: Message):
+        if msg.is_request:
+            if msg.method == "NOTIFY":
+                with self._lock:
+                    self._notifies.setdefault(msg.call_id, []).append(msg)
+                    self._lock.notify_all()
+                answer = self.notify_answer(msg) if callable(self.notify_answer) else self.notify_answer
+                if answer is not None:
+                    self.respond(msg, answer)
+            else:
+                self.requests.put(msg)
+            return
+        if msg.status < 200:
+            return
+        with self._lock:
+            self._responses.setdefault((msg.call_id, msg.cseq[0]), queue.Queue()).put(msg)
+            self._lock.notify_all()
+
+    def respond(self, request: Message, code: int, reason: str = "OK") -> None:
+        lines = [f"SIP/2.0 {code} {reason}"]
+        for name in ("via",):
+            lines += [f"Via: {v}" for v in request.all(name)]
+        to = request.get("to")
+        if "tag=" not in to:
+            to += ";tag=" + rand()
+        lines += [f"From: {request.get('from')}", f"To: {to}",
+                  f"Call-ID: {request.call_id}", f"CSeq: {request.get('cseq')}",
+                  "Content-Length: 0", "", ""]
+        self.send_raw("\r\n".join(lines).encode())
+
+    def close(self):
+        self._closed = True
+        try:
+            if self.transport == "tcp":
+                self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    # -- requests -------------------------------------------------------
+
+    def build(self, method: str, ruri: str, *, call_id: str, from_: str, to: str, cseq: int,
+              headers=(), body: bytes = b"", contact: bool | str = True) -> bytes:
+        lines = [
+            f"{method} {ruri} SIP/2.0",
+            f"Via: SIP/2.0/{self.transport.upper()} {self.host}:{self.port};branch=z9hG4bK{rand()};rport",
+            "Max-Forwards: 70",
+            f"From: {from_}",
+            f"To: {to}",
+            f"Call-ID: {call_id}",
+            f"CSeq: {cseq} {method}",
+        ]
+        if contact:
+            lines.append(f"Contact: <{self.contact if contact is True else contact}>")
+        lines += [f"{n}: {v}" for n, v in headers]
+        lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    def wait_response(self, call_id: str, cseq: int, timeout: float = 5.0) -> Message:
+        with self._lock:
+            q = self._responses.setdefault((call_id, cseq), queue.Queue())
+        try:
+            return q.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no response to CSeq {cseq} of {call_id}") from None
+
+    def request(self, method: str, ruri: str, headers=(), body: bytes = b"", *,
+                to: str | None = None, timeout: float = 5.0, contact: bool = True) -> Message:
+        """An out-of-dialog request; returns its final response."""
+        call_id = f"{rand()}@{self.host}"
+        cseq = next(self._cseq)
+        self.send_raw(self.build(method, ruri, call_id=call_id,
+                                 from_=f"<{self.aor}>;tag={rand()}", to=to or f"<{ruri}>",
+                                 cseq=cseq, headers=headers, body=body, contact=contact))
+        return self.wait_response(call_id, cseq, timeout)
+
+    # -- subscriptions --------------------------------------------------
+
+    def subscribe(self, presentity: str, expires: int | None = 600, event: str = "presence",
+                  headers=(), ruri: str | None = None, timeout: float = 5.0):
+        """An initial SUBSCRIBE; returns (final response, dialog)."""
+        dialog = Dialog(f"{rand()}@{self.host}", rand(), f"<{self.aor}>", f"<{presentity}>",
+                        event, 1)
+        dialog.target = ruri or presentity
+        response = self._send_subscribe(dialog, expires, headers, ruri or presentity, timeout)
+        if 200 <= response.status < 300:
+            dialog.remote_tag = response.tag("to")
+            contact = response.get("contact")
+            if contact:
+                dialog.target = contact.strip("<>").split(">")[0]
+        return response, dialog
+
+    def resubscribe(self, dialog: Dialog, expires: int | None, headers=(),
+                    timeout: float = 5.0, contact: bool | str = True) -> Message:
+        """An in-dialog SUBSCRIBE (refresh, or Expires: 0 to end it)."""
+        dialog.cseq += 1
+        return self._send_subscribe(dialog, expires, headers, dialog.target, timeout, contact)
+
+    def _send_subscribe(self, dialog: Dialog, expires, headers, ruri, timeout,
+                        contact: bool | str = True) -> Message:
+        hdrs = [("Event", dialog.event)]
+        if expires is not None:
+            hdrs.append(("Expires", str(expires)))
+        hdrs += list(headers)
+        to = dialog.remote_uri + (f";tag={dialog.remote_tag}" if dialog.remote_tag else "")
+        self.send_raw(self.build("SUBSCRIBE", ruri, call_id=dialog.call_id,
+                                 from_=f"{dialog.local_uri};tag={dialog.local_tag}", to=to,
+                                 cseq=dialog.cseq, headers=hdrs, contact=contact))
+        return self.wait_response(dialog.call_id, dialog.cseq, timeout)
+
+    def notifies(self, call_id: str) -> list[Message]:
+        with self._lock:
+            return list(self._notifies.get(call_id, []))
+
+    def wait_notify(self, call_id: str, count: int = 1, timeout: float = 5.0) -> Message:
+        """Wait until `count` NOTIFYs arrived in the dialog; return the
+        count-th (1-based)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self._notifies.get(call_id, [])) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    got = len(self._notifies.get(call_id, []))
+                    raise TimeoutError(f"{got} NOTIFYs in {call_id}, expected {count}")
+                self._lock.wait(left)
+            return self._notifies[call_id][count - 1]
+
+    def quiet(self, call_id: str, seconds: float) -> list[Message]:
+        """The NOTIFYs that arrive in the dialog within `seconds`."""
+        before = len(self.notifies(call_id))
+        time.sleep(seconds)
+        return self.notifies(call_id)[before:]

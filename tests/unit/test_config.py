@@ -1,0 +1,63 @@
+import pytest
+
+from pa_handlers.config import ConfigError, load_settings, settings_from_mapping
+
+URL = "mysql://pa:secret@db.example.org:3307/presence"
+
+
+def test_defaults_are_sers():
+    s = settings_from_mapping({"db_url": URL})
+    assert (s.default_expires, s.default_priority_percentage, s.max_subscription_expiration,
+            s.max_publish_expiration, s.timer_interval, s.auth, s.winfo_auth) == \
+        (3600, 50, 3600, 3600, 10, "implicit", "implicit")
+    assert s.default_priority == 0.5
+
+
+def test_db_url_is_parsed():
+    url = settings_from_mapping({"db_url": "mysql://u%40x:p%3Aw@h:3310/d"}).db_url
+    assert (url.user, url.password, url.host, url.port, url.database) == ("u@x", "p:w", "h", 3310, "d")
+    assert "p:w" not in url.redacted()
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"db_url": URL, "colour": "blue"}, "colour"),
+    ({"db_url": URL, "default_expires": "soon"}, "default_expires"),
+    ({"db_url": URL, "default_expires": True}, "default_expires"),
+    ({"db_url": URL, "default_priority_percentage": 150}, "default_priority_percentage"),
+    ({"db_url": URL, "auth": "sometimes"}, "auth"),
+    ({"db_url": URL, "winfo_auth": "xcap"}, "winfo_auth"),
+    ({"db_url": URL, "timer_interval": 0}, "timer_interval"),
+    ({"db_url": URL, "ignore_408_on_notify": "yes"}, "ignore_408_on_notify"),
+    ({"db_url": "postgres://x@y/z"}, "db_url"),
+    ({"db_url": "mysql://x@y"}, "db_url"),
+    ({}, "db_url"),
+    ({"db_url": URL, "min_expires": 7200, "max_subscription_expiration": 3600}, "min_expires"),
+])
+def test_bad_settings_name_the_key(data, key):
+    with pytest.raises(ConfigError) as e:
+        settings_from_mapping(data)
+    assert key in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read settings file"):
+        load_settings(str(tmp_path / "nope.yaml"))
+
+
+def test_no_path():
+    with pytest.raises(ConfigError, match="PA_CONFIG"):
+        load_settings(None)
+
+
+def test_yaml_syntax_error_gives_line(tmp_path):
+    path = tmp_path / "pa.yaml"
+    path.write_text("db_url: x\nauth: [none\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_settings(str(path))
+
+
+def test_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "pa.yaml"
+    path.write_text(f"db_url: {URL}\nbogus: 1\n")
+    with pytest.raises(ConfigError, match=r"pa\.yaml: unknown key 'bogus'"):
+        load_settings(str(path))
