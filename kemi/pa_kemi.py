@@ -86,12 +86,13 @@ def _message() -> bytes:
         return bytes.fromhex(KSR.pv.get("$(mb{s.encode.hexa})"))
 
 
-def _context() -> Context:
+def _context(publisher: str = "") -> Context:
     return Context(
         local_tag=KSR.pv.get("$ltt(x)") or "",
         socket=KSR.pv.get("$Ras") or "",
         local_contact=KSR.pv.get("$RAut") or "",
         source="%s:%s:%s" % (KSR.pv.get("$pr"), KSR.pv.get("$si"), KSR.pv.get("$sp")),
+        publisher=publisher,
     )
 
 
@@ -123,8 +124,12 @@ class PresenceAgentKemi:
         return 1
 
     @_entry(failure_code=500)
-    def handle_publish(self, msg, domain="registrar"):
-        self._answer(self.agent.handle_publish(_message(), _context(), domain))
+    def handle_publish(self, msg, domain="registrar", publisher=None):
+        """`publisher`: the identity your routing authenticated (a SIP URI);
+        from native routing, set $avp(pa_publisher) before python_exec."""
+        if publisher is None:
+            publisher = KSR.pv.get("$avp(pa_publisher)") or ""
+        self._answer(self.agent.handle_publish(_message(), _context(publisher), domain))
         return 1
 
     @_entry()

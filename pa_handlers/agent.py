@@ -13,6 +13,7 @@ from typing import Callable
 
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
+from .compositor import Compositor
 from .notifier import Notifier
 from .sip import BadRequest, parse_request
 from .store import Store, StoreUnavailable
@@ -30,6 +31,7 @@ class PresenceAgent:
         self.store = store
         self.clock = clock
         self.notifier = Notifier(settings, store, clock)
+        self.compositor = Compositor(settings, store, self.notifier, clock)
         self._next_sweep = 0.0
 
     def handle_subscription(self, message: bytes, ctx: Context, domain: str) -> Outcome:
@@ -37,7 +39,8 @@ class PresenceAgent:
                            lambda: self.notifier.subscribe(parse_request(message), ctx, domain))
 
     def handle_publish(self, message: bytes, ctx: Context, domain: str) -> Outcome:
-        return self._guard("handle_publish", domain, lambda: reply(501))
+        return self._guard("handle_publish", domain,
+                           lambda: self.compositor.publish(parse_request(message), ctx, domain))
 
     def handle_notify_reply(self, dialog: tuple[str, str, str], cseq: int, code: int) -> None:
         try:
@@ -52,6 +55,7 @@ class PresenceAgent:
             return []
         self._next_sweep = now + self.settings.timer_interval
         notifies = self.notifier.expire_subscriptions()
+        notifies += self.compositor.expire_publications()
         self.notifier.drop_unanswered()
         return notifies
 

@@ -14,6 +14,7 @@ class Context:
     socket: str           # receiving socket, proto:ip:port ($Ras)
     local_contact: str    # URI for our Contact header ($RAut)
     source: str = ""      # sender, proto:ip:port
+    publisher: str = ""   # identity the routing authenticated ($avp(pa_publisher))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +46,8 @@ class Outcome:
 REASONS = {
     200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
     406: "Not Acceptable", 412: "Conditional Request Failed",
-    415: "Unsupported Media Type", 423: "Interval Too Brief",
+    413: "Request Entity Too Large", 415: "Unsupported Media Type",
+    423: "Interval Too Brief",
     481: "Call/Transaction Does Not Exist", 489: "Bad Event",
     500: "Server Internal Error", 501: "Not Implemented",
 }

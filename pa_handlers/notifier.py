@@ -9,7 +9,7 @@ from typing import Callable
 from . import pidf
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
-from .sip import (BadRequest, NameAddr, SipRequest, check_call_id, check_tag,
+from .sip import (BadRequest, EventHeader, NameAddr, SipRequest, check_call_id, check_tag,
                   choose_media_type, is_token, parse_cseq, parse_delta_seconds, parse_event,
                   parse_name_addr, parse_uri)
 from .store import DialogResult, Store, StoreUnavailable
@@ -36,9 +36,8 @@ class Notifier:
     # -- SUBSCRIBE ------------------------------------------------------
 
     def subscribe(self, req: SipRequest, ctx: Context, domain: str) -> Outcome:
-        events = req.headers.get("event", [])
-        event = parse_event(events[0]) if len(events) == 1 else None
-        if event is None or event.package not in SERVED_EVENTS:
+        event = served_event(req)
+        if event is None:
             return reply(489, ALLOW_EVENTS)
         call_id = check_call_id(req.header("call-id"))
         cseq, _ = parse_cseq(req.header("cseq"))
@@ -47,23 +46,13 @@ class Notifier:
         if not from_.tag:
             raise BadRequest("Missing From Tag")
         check_tag(from_.tag)
-        expires = self._granted_expires(req)
+        expires = granted_expires(req, self.settings, self.settings.max_subscription_expiration)
         if isinstance(expires, Outcome):
             return expires
         if to.tag:
             return self._in_dialog(req, ctx, event, (call_id, check_tag(to.tag), from_.tag),
                                    cseq, expires)
         return self._initial(req, ctx, domain, event, call_id, cseq, from_, to, expires)
-
-    def _granted_expires(self, req: SipRequest) -> int | Outcome:
-        s = self.settings
-        value = req.header("expires")
-        if value is None:
-            return min(s.default_expires, s.max_subscription_expiration)
-        expires = parse_delta_seconds(value, "Expires")
-        if 0 < expires < s.min_expires:
-            return reply(423, ("Min-Expires", str(s.min_expires)))
-        return min(expires, s.max_subscription_expiration)
 
     def _initial(self, req, ctx, domain, event, call_id, cseq, from_: NameAddr,
                  to: NameAddr, expires: int) -> Outcome:
@@ -73,6 +62,7 @@ class Notifier:
         content_type = choose_media_type(req, pidf.PRESENCE_FORMATS)
         if content_type is None:
             return reply(406)
+        content_type = pidf.sent_as(content_type)
         remote_target = _contact(req, required=True)
         route_set = _route_set(req)
         presentity = _fits(presentity_uri.aor, 255, "Request-URI")
@@ -118,6 +108,7 @@ class Notifier:
                 content_type = choose_media_type(req, pidf.PRESENCE_FORMATS)
                 if content_type is None:
                     return reply(406)
+                content_type = pidf.sent_as(content_type)
             remote_target = _contact(req, required=False)
             result, sub, document = self.store.refresh_subscription(
                 dialog, event.package, event.id, cseq, self.now() + expires,
@@ -153,6 +144,26 @@ class Notifier:
             return build_notify(sub, cseq, state)
         body = pidf.render(document, sub.presentity, sub.content_type)
         return build_notify(sub, cseq, state, sub.content_type, body)
+
+    def fan_out(self, key: tuple[str, str, str]) -> list[Notify]:
+        """NOTIFYs with the presentity's new document to its active
+        watchers; each format is rendered once, not once per watcher."""
+        try:
+            subs, document = self.store.watchers_to_notify(key, self.now())
+        except StoreUnavailable as e:
+            log.warning("watchers of %s not notified: %s", key[0], e)
+            return []
+        now = self.now()
+        bodies: dict[str, str] = {}
+        notifies = []
+        for sub in subs:
+            body = bodies.get(sub.content_type)
+            if body is None:
+                body = bodies[sub.content_type] = pidf.render(document, sub.presentity,
+                                                              sub.content_type)
+            state = subscription_state(ACTIVE, sub.expires_at - now)
+            notifies.append(build_notify(sub, sub.local_cseq, state, sub.content_type, body))
+        return notifies
 
     # -- answers to our NOTIFYs -------------------------------------------
 
@@ -205,6 +216,25 @@ class Notifier:
                     break
         except StoreUnavailable as e:
             log.warning("unanswered-NOTIFY timer paused: %s", e)
+
+
+def served_event(req: SipRequest) -> EventHeader | None:
+    """The request's one Event header (RFC 6665 8.2.1), if we serve it."""
+    events = req.headers.get("event", [])
+    event = parse_event(events[0]) if len(events) == 1 else None
+    return event if event is not None and event.package in SERVED_EVENTS else None
+
+
+def granted_expires(req: SipRequest, settings: Settings, maximum: int) -> int | Outcome:
+    """The Expires we grant: the default when absent, clamped to `maximum`,
+    and 423 for a non-zero value below min_expires."""
+    value = req.header("expires")
+    if value is None:
+        return min(settings.default_expires, maximum)
+    expires = parse_delta_seconds(value, "Expires")
+    if 0 < expires < settings.min_expires:
+        return reply(423, ("Min-Expires", str(settings.min_expires)))
+    return min(expires, maximum)
 
 
 def check_event_id(value: str) -> str:

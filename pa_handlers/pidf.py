@@ -1,31 +1,286 @@
-"""Presence documents (PIDF, RFC 3863)."""
+"""Presence documents: parsing published PIDF (RFC 3863) safely, keeping
+its parts ready to aggregate, composing the aggregate of a presentity, and
+rendering it in every format SER served.
+
+A publication is parsed once, when it arrives.  What aggregation needs is
+stored as serialized fragments (`Parts`), so composing a presentity's
+document is string work on stored bytes, never a re-parse.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
+import json
+import re
 from xml.sax.saxutils import quoteattr
 
-PIDF = "application/pidf+xml"
+from lxml import etree
 
-# Formats a watcher may ask for in Accept, in server preference order.
-PRESENCE_FORMATS = (PIDF,)
+PIDF_NS = "urn:ietf:params:xml:ns:pidf"
+PIDF = "application/pidf+xml"
+CPIM_PIDF = "application/cpim-pidf+xml"
+XPIDF = "application/xpidf+xml"
+LPIDF = "text/lpidf"
+
+# What a PUBLISH may carry (RFC 3903 with RFC 3863 bodies).
+PUBLISH_TYPES = (PIDF, CPIM_PIDF)
+
+# What a watcher may ask for in Accept, in server preference order.  SER
+# called the last format application/lpidf+xml and sent it as text/lpidf.
+PRESENCE_FORMATS = (PIDF, CPIM_PIDF, XPIDF, "application/lpidf+xml", LPIDF)
+_SENT_AS = {"application/lpidf+xml": LPIDF}
+
+MAX_DOCUMENT_BYTES = 64 * 1024
+MAX_DEPTH = 32
+MAX_ELEMENTS = 5000
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                          dtd_validation=False, huge_tree=False, remove_comments=True,
+                          remove_pis=True, collect_ids=False)
+_TUPLE = f"{{{PIDF_NS}}}tuple"
+_NOTE = f"{{{PIDF_NS}}}note"
+_STATUS_BASIC = f"{{{PIDF_NS}}}status/{{{PIDF_NS}}}basic"
+_CONTACT = f"{{{PIDF_NS}}}contact"
+_NCNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]*$")
+
+
+class InvalidDocument(Exception):
+    """A body that is not an acceptable presence document (400)."""
+
+    def __init__(self, reason: str, code: int = 400):
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+def sent_as(content_type: str) -> str:
+    return _SENT_AS.get(content_type, content_type)
 
 
 def entity(presentity: str) -> str:
     return "sip:" + presentity
 
 
+# -- a publication's parts --------------------------------------------------
+
+@dataclasses.dataclass
+class Tuple:
+    id: str
+    basic: str          # "open", "closed" or "" when the tuple gives none
+    contact: str
+    priority: str
+    xml: str            # the <tuple> element, serialized with its namespaces
+
+
+@dataclasses.dataclass
+class Parts:
+    """What aggregation needs of one published document."""
+    tuples: list[Tuple]
+    notes: list[str]            # presentity-level <note> elements
+    extensions: list[str]       # other top-level elements (RPID person, device, ...)
+
+    def dumps(self) -> bytes:
+        return json.dumps([[dataclasses.astuple(t) for t in self.tuples],
+                           self.notes, self.extensions], separators=(",", ":")).encode()
+
+    @classmethod
+    def loads(cls, data: bytes) -> "Parts":
+        tuples, notes, extensions = json.loads(data)
+        return cls([Tuple(*t) for t in tuples], notes, extensions)
+
+
+def parse_publication(body: bytes, default_priority: float) -> Parts:
+    """Parse a published document as hostile input: bounded size and depth,
+    no DTD, no entities, no network.  Tuples whose <contact> has no
+    priority get `default_priority`."""
+    if len(body) > MAX_DOCUMENT_BYTES:
+        raise InvalidDocument("Document Too Large", code=413)
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidDocument("Document Not UTF-8") from None
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise InvalidDocument("DTD Not Allowed")
+    try:
+        root = etree.fromstring(body, _PARSER)
+    except (etree.XMLSyntaxError, ValueError):
+        raise InvalidDocument("Document Not Well-Formed") from None
+    if root.getroottree().docinfo.internalDTD is not None:
+        raise InvalidDocument("DTD Not Allowed")
+    if root.tag != f"{{{PIDF_NS}}}presence":
+        raise InvalidDocument("Not A PIDF Presence Document")
+    if not root.get("entity"):
+        raise InvalidDocument("PIDF Without Entity")
+    _check_shape(root)
+
+    parts = Parts([], [], [])
+    priority = _qvalue(default_priority)
+    for child in root:
+        if not isinstance(child.tag, str):
+            continue
+        if child.tag == _TUPLE:
+            parts.tuples.append(_tuple(child, priority))
+        elif child.tag == _NOTE:
+            parts.notes.append(_fragment(child))
+        else:
+            parts.extensions.append(_fragment(child))
+    return parts
+
+
+def _check_shape(root) -> None:
+    count = 0
+    stack = [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH or count > MAX_ELEMENTS:
+            raise InvalidDocument("Document Too Deep Or Too Large")
+        stack.extend((child, depth + 1) for child in element)
+
+
+def _tuple(element, default_priority: str) -> Tuple:
+    tuple_id = element.get("id", "")
+    if not _NCNAME.match(tuple_id):
+        raise InvalidDocument("Tuple Without Valid id")
+    basic = (element.findtext(_STATUS_BASIC) or "").strip()
+    if basic not in ("open", "closed", ""):
+        raise InvalidDocument("Bad Basic Status")
+    contact = element.find(_CONTACT)
+    contact_uri, priority = "", ""
+    if contact is not None:
+        contact_uri = (contact.text or "").strip()
+        priority = contact.get("priority") or default_priority
+        contact.set("priority", priority)
+    return Tuple(tuple_id, basic, contact_uri, priority, _fragment(element))
+
+
+def _fragment(element) -> str:
+    """The element alone, with just the namespace declarations it uses."""
+    element = copy.deepcopy(element)
+    element.tail = None
+    etree.cleanup_namespaces(element)
+    return etree.tostring(element, encoding="unicode")
+
+
+def _qvalue(value: float) -> str:
+    """RFC 3863 qvalue: 0.5, 1, 0, 0.125."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+# -- the aggregate ------------------------------------------------------------
+
+def compose(presentity: str, publications: list[Parts]) -> bytes:
+    """The presentity's document: the union of its live publications,
+    oldest first.  Ids are kept where unique and renamed where two
+    publications collide; identical notes and extensions appear once.
+    Returns b"" when nothing is published."""
+    if not publications:
+        return b""
+    used: set[str] = set()
+    tuples, notes, extensions = [], [], []
+    for parts in publications:
+        for t in parts.tuples:
+            tuples.append(_unique_id(t.xml, t.id, used))
+        for note in parts.notes:
+            if note not in notes:
+                notes.append(note)
+        for ext in parts.extensions:
+            if ext not in extensions:
+                extensions.append(ext)
+    extensions = [_unique_element_id(ext, used) for ext in extensions]
+    if not tuples:
+        # Clients such as Windows Messenger and linphone need a tuple.
+        tuples.append(_CLOSED_TUPLE)
+    return "".join([_head(presentity), *tuples, *notes, *extensions, "</presence>\n"]).encode()
+
+
+def _head(presentity: str) -> str:
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<presence xmlns="{PIDF_NS}" entity={quoteattr(entity(presentity))}>')
+
+
+_CLOSED_TUPLE = '<tuple id="pa-closed"><status><basic>closed</basic></status></tuple>'
+_ID_ATTR = re.compile(r'^(<[^>]*?\sid=")([^"]*)(")')
+
+
+def _unique_id(xml: str, element_id: str, used: set[str]) -> str:
+    new_id = element_id
+    n = 1
+    while new_id in used:
+        n += 1
+        new_id = f"{element_id}-{n}"
+    used.add(new_id)
+    if new_id == element_id:
+        return xml
+    return _ID_ATTR.sub(lambda m: m.group(1) + new_id + m.group(3), xml, count=1)
+
+
+def _unique_element_id(xml: str, used: set[str]) -> str:
+    m = _ID_ATTR.match(xml)
+    return _unique_id(xml, m.group(2), used) if m else xml
+
+
 def closed_document(presentity: str) -> bytes:
     """What a presentity that nobody published for looks like: one closed
     tuple (clients such as Windows Messenger and linphone need a tuple)."""
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity={quoteattr(entity(presentity))}>\n'
-        '  <tuple id="pa-closed"><status><basic>closed</basic></status></tuple>\n'
-        '</presence>\n'
-    ).encode()
+    return (_head(presentity) + _CLOSED_TUPLE + "</presence>\n").encode()
 
+
+# -- rendering ------------------------------------------------------------------
 
 def render(document: bytes | None, presentity: str, content_type: str) -> str:
-    """The NOTIFY body for a stored aggregate document (None: nothing
+    """The NOTIFY body for a stored aggregate (empty or None: nothing
     published) in the format the subscription negotiated."""
-    return (document or closed_document(presentity)).decode("utf-8")
+    document = document or closed_document(presentity)
+    if content_type in (PIDF, CPIM_PIDF):
+        return document.decode("utf-8")
+    summary = _summary(document)
+    if content_type == XPIDF:
+        return _xpidf(presentity, summary)
+    return _lpidf(presentity, summary)
+
+
+@functools.lru_cache(maxsize=512)
+def _summary(document: bytes) -> tuple[tuple[str, str, str, str], ...]:
+    """(id, basic, contact, priority) of each tuple of an aggregate we
+    composed ourselves; cached, so a fan-out parses it once."""
+    root = etree.fromstring(document, _PARSER)
+    rows = []
+    for t in root.iterfind(_TUPLE):
+        contact = t.find(_CONTACT)
+        rows.append((t.get("id", ""), (t.findtext(_STATUS_BASIC) or "closed").strip(),
+                     (contact.text or "").strip() if contact is not None else "",
+                     contact.get("priority", "") if contact is not None else ""))
+    return tuple(rows)
+
+
+def _xpidf(presentity: str, summary) -> str:
+    # The pre-standard format of Windows Messenger era clients, as SER sent it.
+    uri = entity(presentity)
+    lines = ['<?xml version="1.0"?>',
+             '<!DOCTYPE presence PUBLIC "-//IETF//DTD RFCxxxx XPIDF 1.0//EN" "xpidf.dtd">',
+             "<presence>",
+             f"<presentity uri={quoteattr(uri + ';method=SUBSCRIBE')}/>"]
+    for tuple_id, basic, contact, priority in summary:
+        is_open = basic == "open"
+        lines += [f"<atom id={quoteattr(tuple_id)}>",
+                  f"<address uri={quoteattr(uri + ';user=ip')}"
+                  f" priority={quoteattr(priority or '0.8')}>",
+                  f'<status status="{"open" if is_open else "closed"}"/>',
+                  f'<msnsubstatus substatus="{"online" if is_open else "offline"}"/>',
+                  "</address>", "</atom>"]
+    lines.append("</presence>")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _lpidf(presentity: str, summary) -> str:
+    # SER's lightweight format: the presentity, then one line per tuple
+    # with q=1 when it is open and q=0 when closed.
+    lines = [f"To: <{entity(presentity)}>"]
+    for _, basic, contact, _ in summary:
+        q = "1" if basic == "open" else "0"
+        contact = "".join(contact.split()) or entity(presentity)
+        lines.append(f"Contact: <{contact}>;q={q}")
+    return "\r\n".join(lines) + "\r\n"

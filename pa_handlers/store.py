@@ -338,3 +338,123 @@ class Store:
     def _delete_ids(cur, ids: list[int]) -> None:
         cur.execute("DELETE FROM pa_subscription WHERE id IN (" + ", ".join(["%s"] * len(ids)) + ")",
                     ids)
+
+    # -- publications (RFC 3903) -------------------------------------------
+    #
+    # Every change of a presentity's publications runs in one transaction
+    # that first locks the presentity's pa_document row, so changes of one
+    # presentity are serialised across processes and nodes, and ends by
+    # recomposing the document from the live publications.  `compose` turns
+    # their stored parts (oldest first) into the new document.
+
+    def refresh_publication(self, key: tuple[str, str, str], etag: str, new_etag: str,
+                            expires_at: int, now: int) -> bool:
+        """Extend a publication and give it a new entity-tag; False when the
+        entity-tag is unknown or expired (412).  The document is unchanged."""
+        def work(cur):
+            return cur.execute(
+                "UPDATE pa_publication SET etag = %s, expires_at = %s, updated_at = %s"
+                " WHERE etag = %s AND presentity = %s AND presence_domain = %s AND event = %s"
+                " AND expires_at > %s", (new_etag, expires_at, now, etag, *key, now)) == 1
+        return self.db.run(work)
+
+    def add_publication(self, key: tuple[str, str, str], etag: str, source: str,
+                        publisher: str, content_type: str, body: bytes, parts: bytes,
+                        expires_at: int, now: int, compose) -> bool:
+        """Store a new publication; it supersedes the earlier ones of the same
+        source.  Returns whether the document changed."""
+        def change(cur):
+            if source:
+                cur.execute("DELETE FROM pa_publication WHERE presentity = %s"
+                            " AND presence_domain = %s AND event = %s AND source = %s",
+                            (*key, source))
+            cur.execute(
+                "INSERT INTO pa_publication (presentity, presence_domain, event, etag, source,"
+                " publisher, content_type, body, parts, expires_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (*key, etag, source, publisher, content_type, body, parts, expires_at, now))
+            return True
+        return self._change_publications(key, change, compose, now)[1]
+
+    def modify_publication(self, key: tuple[str, str, str], etag: str, new_etag: str,
+                           content_type: str, body: bytes, parts: bytes, expires_at: int,
+                           now: int, compose) -> tuple[bool, bool]:
+        """Replace a publication's document: (entity-tag known, document changed)."""
+        def change(cur):
+            return cur.execute(
+                "UPDATE pa_publication SET etag = %s, content_type = %s, body = %s, parts = %s,"
+                " expires_at = %s, updated_at = %s WHERE etag = %s AND presentity = %s"
+                " AND presence_domain = %s AND event = %s AND expires_at > %s",
+                (new_etag, content_type, body, parts, expires_at, now, etag, *key, now)) == 1
+        return self._change_publications(key, change, compose, now)
+
+    def remove_publication(self, key: tuple[str, str, str], etag: str, now: int,
+                           compose) -> tuple[bool, bool]:
+        """Remove a publication (Expires: 0): (entity-tag known, document changed)."""
+        def change(cur):
+            return cur.execute(
+                "DELETE FROM pa_publication WHERE etag = %s AND presentity = %s"
+                " AND presence_domain = %s AND event = %s AND expires_at > %s",
+                (etag, *key, now)) == 1
+        return self._change_publications(key, change, compose, now)
+
+    def presentities_with_expired_publications(self, now: int, limit: int) -> list[tuple]:
+        def work(cur):
+            cur.execute("SELECT DISTINCT presentity, presence_domain, event FROM pa_publication"
+                        " WHERE expires_at <= %s LIMIT %s", (now, limit))
+            return list(cur.fetchall())
+        return self.db.run(work)
+
+    def expire_publications(self, key: tuple[str, str, str], now: int, compose) -> bool:
+        """Remove the presentity's expired publications; returns whether the
+        document changed.  When several timers race for one presentity,
+        the first removes the rows and the others find none: one change,
+        one fan-out."""
+        def change(cur):
+            return cur.execute("DELETE FROM pa_publication WHERE presentity = %s"
+                               " AND presence_domain = %s AND event = %s AND expires_at <= %s",
+                               (*key, now)) > 0
+        return self._change_publications(key, change, compose, now)[1]
+
+    def _change_publications(self, key, change, compose, now) -> tuple[bool, bool]:
+        def work(cur):
+            # Creates the document row if needed and locks it (exclusively,
+            # also when it exists) until commit.
+            cur.execute("INSERT INTO pa_document (presentity, presence_domain, event, body,"
+                        " updated_at) VALUES (%s, %s, %s, '', %s)"
+                        " ON DUPLICATE KEY UPDATE version = version", (*key, now))
+            if not change(cur):
+                return False, False
+            cur.execute("SELECT parts FROM pa_publication WHERE presentity = %s"
+                        " AND presence_domain = %s AND event = %s AND expires_at > %s"
+                        " ORDER BY id", (*key, now))
+            body = compose([row[0] for row in cur.fetchall()])
+            changed = cur.execute(
+                "UPDATE pa_document SET body = %s, version = version + 1, updated_at = %s"
+                " WHERE presentity = %s AND presence_domain = %s AND event = %s AND body <> %s",
+                (body, now, *key, body)) == 1
+            return True, changed
+        return self.db.run(work, transaction=True)
+
+    def watchers_to_notify(self, key: tuple[str, str, str],
+                           now: int) -> tuple[list[Subscription], bytes | None]:
+        """The active subscriptions of a presentity, each with the CSeq of
+        the NOTIFY about to be sent, and the document to send.  The CSeqs
+        are taken under row locks before the document is read, so the
+        highest CSeq always carries the newest document."""
+        def work(cur):
+            cur.execute(
+                "SELECT " + _SUB_COLS + " FROM pa_subscription WHERE presentity = %s"
+                " AND presence_domain = %s AND event = %s AND status = 'active'"
+                " AND expires_at > %s FOR UPDATE", (*key, now))
+            subs = [_subscription(row) for row in cur.fetchall()]
+            if not subs:
+                return [], None
+            ids = [s.id for s in subs]
+            cur.execute("UPDATE pa_subscription SET local_cseq = local_cseq + 1,"
+                        " unanswered_since = COALESCE(unanswered_since, %s)"
+                        " WHERE id IN (" + ", ".join(["%s"] * len(ids)) + ")", [now] + ids)
+            for s in subs:
+                s.local_cseq += 1
+            return subs, self._documents(cur, [key]).get(key)
+        return self.db.run(work, transaction=True)

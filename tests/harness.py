@@ -206,7 +206,8 @@ class Kamailio:
 
     def cleanup(self) -> None:
         self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not os.environ.get("PA_TEST_KEEP_LOGS"):
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class TcpProxy:

@@ -21,6 +21,18 @@ def tuples(body: bytes) -> list[tuple[str, str]]:
             for t in root.findall(f"{{{PIDF_NS}}}tuple")]
 
 
+def pidf_body(presentity: str, tuple_id: str, basic: str, *, contact: str | None = None,
+              priority: str | None = None, note: str | None = None, extra: str = "") -> bytes:
+    """A published PIDF document with one tuple."""
+    prio = f' priority="{priority}"' if priority else ""
+    contact_el = f"<contact{prio}>{contact}</contact>" if contact else ""
+    note_el = f"<note>{note}</note>" if note else ""
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<presence xmlns="{PIDF_NS}" entity="{presentity}">'
+            f'<tuple id="{tuple_id}"><status><basic>{basic}</basic></status>{contact_el}</tuple>'
+            f"{note_el}{extra}</presence>").encode()
+
+
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.1):
     """Poll until predicate() is truthy; return its value or fail."""
     deadline = time.monotonic() + timeout

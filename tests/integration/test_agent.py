@@ -1,6 +1,8 @@
 """The presence agent's entry points called directly, with a real store on
 MariaDB: the decisions (replies, NOTIFYs) as plain values."""
 
+import dataclasses
+import time
 
 import pytest
 
@@ -139,3 +141,85 @@ def test_timer_sweeps_only_every_timer_interval(make_agent):
         now[0] = float(t)
         agent.on_timer()
     assert calls == [1000.0, 1010.0, 1020.0]
+
+
+def publish(presentity="bob@example.com", body=b"", etag=None, expires=600, contact=None):
+    headers = f"SIP-If-Match: {etag}\r\n" if etag else ""
+    if body:
+        headers += "Content-Type: application/pidf+xml\r\n"
+    if contact:
+        headers += f"Contact: {contact}\r\n"
+    return (f"PUBLISH sip:{presentity} SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 127.0.0.1:5555;branch=z9hG4bK1\r\n"
+            f"From: <sip:{presentity}>;tag=pt\r\nTo: <sip:{presentity}>\r\n"
+            f"Call-ID: {rand()}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: {expires}\r\n"
+            f"{headers}Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def doc(presentity, tuple_id, basic):
+    return (f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:{presentity}">'
+            f'<tuple id="{tuple_id}"><status><basic>{basic}</basic></status></tuple>'
+            "</presence>").encode()
+
+
+def test_publish_without_an_authenticated_identity_is_refused_when_auth_is_on(make_agent, caplog):
+    p = f"u{rand()}@example.com"
+    out = make_agent(auth="implicit").handle_publish(publish(p, doc(p, "t", "open")), CTX,
+                                                     "registrar")
+    assert out.reply.code == 403
+    assert "set $avp(pa_publisher)" in caplog.text
+    mine = dataclasses.replace(CTX, publisher=f"sip:{p}")
+    assert make_agent(auth="implicit").handle_publish(publish(p, doc(p, "t", "open")), mine,
+                                                      "registrar").reply.code == 200
+
+
+def test_a_device_is_known_by_its_sip_instance(make_agent, database):
+    agent = make_agent()
+    p = f"u{rand()}@example.com"
+    phone = '<sip:bob@10.0.0.1:5060>;+sip.instance="<urn:uuid:1111>"'
+    moved = '<sip:bob@10.9.9.9:5999>;+sip.instance="<urn:uuid:1111>"'
+    other = '<sip:bob@10.0.0.2:5060>;+sip.instance="<urn:uuid:2222>"'
+    for contact in (phone, other, moved):
+        out = agent.handle_publish(publish(p, doc(p, "t", "open"), contact=contact), CTX,
+                                   "registrar")
+        assert out.reply.code == 200
+    assert sorted(database.query("SELECT source FROM pa_publication WHERE presentity = %s",
+                                 (p,))) == [("instance:<urn:uuid:1111>",),
+                                            ("instance:<urn:uuid:2222>",)]
+
+
+def test_publish_fans_out_only_when_the_document_changes(make_agent):
+    agent = make_agent()
+    p = f"u{rand()}@example.com"
+    agent.handle_subscription(subscribe(p, call_id=rand()), CTX, "registrar")
+    first = agent.handle_publish(publish(p, doc(p, "t", "open")), CTX, "registrar")
+    assert len(first.notifies) == 1
+    etag = dict(first.reply.headers)["SIP-ETag"]
+    same = agent.handle_publish(publish(p, doc(p, "t", "open"), etag=etag), CTX, "registrar")
+    assert same.reply.code == 200 and same.notifies == []
+    etag = dict(same.reply.headers)["SIP-ETag"]
+    refresh = agent.handle_publish(publish(p, etag=etag), CTX, "registrar")
+    assert refresh.reply.code == 200 and refresh.notifies == []
+
+
+def test_initial_publish_with_expires_zero_stores_nothing(make_agent, database):
+    p = f"u{rand()}@example.com"
+    out = make_agent().handle_publish(publish(p, doc(p, "t", "open"), expires=0), CTX,
+                                      "registrar")
+    assert out.reply.code == 200 and dict(out.reply.headers) == {"Expires": "0"}
+    assert database.query("SELECT 1 FROM pa_publication WHERE presentity = %s", (p,)) == []
+
+
+def test_two_timers_expiring_one_publication_make_one_change(make_agent, database):
+    """Two timers (processes or nodes) sweeping the same expired
+    publication: one document change, one fan-out."""
+    a, b = make_agent(), make_agent()
+    p = f"u{rand()}@example.com"
+    a.handle_subscription(subscribe(p, call_id=rand()), CTX, "registrar")
+    a.handle_publish(publish(p, doc(p, "t", "open"), expires=2), CTX, "registrar")
+    later = lambda: time.time() + 5  # noqa: E731
+    a.clock = a.compositor.clock = a.notifier.clock = later
+    b.clock = b.compositor.clock = b.notifier.clock = later
+    notifies = a.compositor.expire_publications() + b.compositor.expire_publications()
+    assert len(notifies) == 1
+    assert "<basic>closed</basic>" in notifies[0].body

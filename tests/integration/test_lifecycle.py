@@ -7,7 +7,7 @@ import pytest
 
 from conftest import settings
 from harness import Kamailio, TcpProxy
-from helpers import wait_until
+from helpers import pidf_body, wait_until
 from sipua import SipUA
 
 
@@ -55,8 +55,13 @@ def test_database_outage_gets_500_with_retry_after_then_recovers(kamailio, ua, p
             assert r.status == 500
             assert r.get("retry-after") == "7"
             assert time.monotonic() - started < 4
-        # The in-dialog path fails the same way, and Kamailio keeps serving.
+        # The in-dialog path and PUBLISH fail the same way, and Kamailio
+        # keeps serving.
         assert ua.resubscribe(d, 600, timeout=10).status == 500
+        r = ua.request("PUBLISH", presentity, [("Event", "presence"),
+                                               ("Content-Type", "application/pidf+xml")],
+                       pidf_body(presentity, "t", "open"), timeout=10)
+        assert r.status == 500 and r.get("retry-after") == "7"
         assert kamailio.alive()
     finally:
         proxy.restore()

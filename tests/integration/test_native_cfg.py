@@ -5,7 +5,7 @@ import pytest
 
 from conftest import settings
 from harness import NATIVE_CFG, Kamailio
-from helpers import tuples, wait_until
+from helpers import pidf_body, tuples, wait_until
 from sipua import SipUA
 
 
@@ -38,9 +38,37 @@ def test_timer_route_expires_subscriptions(ua, presentity):
     assert n.subscription_state() == ("terminated", {"reason": "timeout"})
 
 
-def test_publish_is_routed_to_handle_publish(ua, presentity):
-    r = ua.request("PUBLISH", presentity, headers=[("Event", "presence")])
-    assert r.status == 501
+def test_publish_through_python_exec_notifies_watchers(ua, presentity):
+    _, d = ua.subscribe(presentity)
+    ua.wait_notify(d.call_id)
+    r = ua.request("PUBLISH", presentity, body=pidf_body(presentity, "dev1", "open"),
+                   headers=[("Event", "presence"), ("Content-Type", "application/pidf+xml")])
+    assert r.status == 200 and r.get("sip-etag")
+    assert tuples(ua.wait_notify(d.call_id, 2).body) == [("dev1", "open")]
+
+
+def test_only_the_authenticated_presentity_may_publish(database, tmp_path, presentity):
+    """auth: implicit; the routing hands the plugin the identity it
+    authenticated (here, for the test, the From URI)."""
+    cfg = tmp_path / "native-publisher.cfg"
+    with open(NATIVE_CFG) as f:
+        cfg.write_text(f.read().replace('python_exec("handle_publish", "registrar");',
+                                        '$avp(pa_publisher) = $fu;\n\t\t'
+                                        'python_exec("handle_publish", "registrar");'))
+    k = Kamailio(settings(database, auth="implicit"), cfg=str(cfg)).start()
+    user = presentity[4:].split("@")[0]
+    owner, stranger = SipUA(k.address, user=user), SipUA(k.address, user="mallory")
+    try:
+        body = pidf_body(presentity, "t", "open")
+        headers = [("Event", "presence"), ("Content-Type", "application/pidf+xml")]
+        assert stranger.request("PUBLISH", presentity, headers, body).status == 403
+        assert owner.request("PUBLISH", presentity, headers, body).status == 200
+        assert len(database.query("SELECT 1 FROM pa_publication WHERE presentity = %s",
+                                  (presentity[4:],))) == 1
+    finally:
+        owner.close()
+        stranger.close()
+        k.cleanup()
 
 
 def test_unknown_domain_logs_a_clear_error(database, tmp_path, presentity):

@@ -1,0 +1,175 @@
+"""The event state compositor (RFC 3903): PUBLISH in, publications stored,
+the presentity's document recomposed, and its watchers notified when the
+document changed.
+
+How publications are keyed and superseded: a publication belongs to a
+source, the publishing device.  The source is the `+sip.instance` of the
+PUBLISH's Contact (RFC 5626) when it has one, else its Contact address,
+else the transport address the PUBLISH came from.  A new publication
+(PUBLISH without SIP-If-Match) replaces every live publication of the same
+source for that presentity.  So a device that lost track of its entity-tag
+(it re-published before the 200 arrived, or got 412 and started afresh)
+never leaves stale duplicates in the aggregate; the publications of other
+devices are untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Callable
+
+from . import pidf
+from .config import Settings
+from .messages import Context, Notify, Outcome, reply
+from .notifier import ALLOW_EVENTS, Notifier, granted_expires, served_event
+from .sip import BadRequest, SipRequest, is_token, parse_name_addr, parse_uri
+from .store import Store, StoreUnavailable
+
+log = logging.getLogger("pa.compositor")
+
+ACCEPT = ("Accept", ", ".join(pidf.PUBLISH_TYPES))
+TIMER_BATCH = 200
+
+
+def new_etag() -> str:
+    return secrets.token_urlsafe(12)
+
+
+class Compositor:
+    def __init__(self, settings: Settings, store: Store, notifier: Notifier,
+                 clock: Callable[[], float]):
+        self.settings = settings
+        self.store = store
+        self.notifier = notifier
+        self.clock = clock
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def publish(self, req: SipRequest, ctx: Context, domain: str) -> Outcome:
+        event = served_event(req)
+        if event is None:
+            return reply(489, ALLOW_EVENTS)
+        presentity_uri = parse_uri(req.uri)
+        if not presentity_uri.user:
+            return reply(404, reason="Not Found (No User In Request-URI)")
+        presentity = presentity_uri.aor
+        if len(presentity) > 255:
+            raise BadRequest("Request-URI Too Long")
+        if not self._may_publish(ctx.publisher, presentity):
+            return reply(403)
+        expires = granted_expires(req, self.settings, self.settings.max_publish_expiration)
+        if isinstance(expires, Outcome):
+            return expires
+
+        if_match = req.header("sip-if-match")
+        parts = None
+        if req.body:
+            parsed = self._parse(req)
+            if isinstance(parsed, Outcome):
+                return parsed
+            parts = parsed
+        elif if_match is None:
+            raise BadRequest("Initial PUBLISH Without Body")
+
+        key = (presentity, domain, event.package)
+        now = self.now()
+        compose = _composer(presentity)
+        etag = new_etag()
+        if if_match is None:
+            if expires == 0:
+                return reply(200, ("Expires", "0"))
+            changed = self.store.add_publication(
+                key, etag, _source(req, ctx), ctx.publisher, _media_type(req), req.body,
+                parts.dumps(), now + expires, now, compose)
+            action = "publish"
+        else:
+            if_match = if_match.strip()
+            if len(if_match) > 64 or not is_token(if_match):
+                return reply(412)
+            if expires == 0:
+                known, changed = self.store.remove_publication(key, if_match, now, compose)
+                action = "remove"
+            elif parts is None:
+                known = self.store.refresh_publication(key, if_match, etag, now + expires, now)
+                changed = False
+                action = "refresh"
+            else:
+                known, changed = self.store.modify_publication(
+                    key, if_match, etag, _media_type(req), req.body, parts.dumps(),
+                    now + expires, now, compose)
+                action = "modify"
+            if not known:
+                return reply(412)
+
+        log.info("PUBLISH %s %s expires=%d changed=%s call-id=%s", presentity, action,
+                 expires, changed, req.header("call-id"))
+        outcome = reply(200, ("Expires", str(expires))) if expires == 0 else \
+            reply(200, ("SIP-ETag", etag), ("Expires", str(expires)))
+        if changed:
+            outcome.notifies.extend(self.notifier.fan_out(key))
+        return outcome
+
+    def _may_publish(self, publisher: str, presentity: str) -> bool:
+        """With authorization on, only the presentity itself publishes its
+        state; the routing script tells us who authenticated."""
+        if self.settings.auth == "none":
+            return True
+        if not publisher:
+            log.warning("PUBLISH for %s refused: no authenticated publisher identity"
+                        " (set $avp(pa_publisher) after authenticating)", presentity)
+            return False
+        try:
+            identity = parse_uri(publisher).aor
+        except BadRequest:
+            identity = publisher
+        if identity != presentity:
+            log.info("PUBLISH for %s refused: publisher is %s", presentity, identity)
+            return False
+        return True
+
+    def _parse(self, req: SipRequest) -> pidf.Parts | Outcome:
+        if _media_type(req) not in pidf.PUBLISH_TYPES:
+            return reply(415, ACCEPT)
+        try:
+            return pidf.parse_publication(req.body, self.settings.default_priority)
+        except pidf.InvalidDocument as e:
+            return reply(e.code, reason=e.reason)
+
+    # -- timer ------------------------------------------------------------
+
+    def expire_publications(self) -> list[Notify]:
+        """Remove expired publications and notify the watchers of every
+        presentity whose document changed."""
+        notifies: list[Notify] = []
+        now = self.now()
+        try:
+            for key in self.store.presentities_with_expired_publications(now, TIMER_BATCH):
+                if self.store.expire_publications(key, now, _composer(key[0])):
+                    log.info("publication of %s expired", key[0])
+                    notifies.extend(self.notifier.fan_out(key))
+        except StoreUnavailable as e:
+            log.warning("publication timer paused: %s", e)
+        return notifies
+
+
+def _composer(presentity: str):
+    return lambda stored: pidf.compose(presentity, [pidf.Parts.loads(p) for p in stored])
+
+
+def _media_type(req: SipRequest) -> str:
+    return (req.header("content-type") or "").partition(";")[0].strip().lower()
+
+
+def _source(req: SipRequest, ctx: Context) -> str:
+    contacts = req.header_list("contact")
+    if contacts:
+        contact = parse_name_addr(contacts[0])
+        instance = contact.params.get("+sip.instance")
+        if instance:
+            return "instance:" + instance[:200]
+        uri = parse_uri(contact.uri)
+        port = f":{uri.port}" if uri.port else ""
+        return f"contact:{uri.aor}{port}"[:500]
+    return "address:" + ctx.source
