@@ -28,6 +28,7 @@ import KSR  # noqa: E402  (provided by app_python3)
 from pa_handlers.agent import PresenceAgent  # noqa: E402
 from pa_handlers.config import ConfigError, load_settings  # noqa: E402
 from pa_handlers.messages import Context, Outcome  # noqa: E402
+from pa_handlers.registration import Binding  # noqa: E402
 from pa_handlers.store import SCHEMA_VERSION, Database, Store, StoreUnavailable  # noqa: E402
 
 log = logging.getLogger("pa")
@@ -130,6 +131,38 @@ class PresenceAgentKemi:
         if publisher is None:
             publisher = KSR.pv.get("$avp(pa_publisher)") or ""
         self._answer(self.agent.handle_publish(_message(), _context(publisher), domain))
+        return 1
+
+    @_entry()
+    def handle_registration(self, msg, domain="registrar", table="location"):
+        """Call after registrar's save() succeeded: reads the AOR's bindings
+        back from usrloc and turns them into tuples."""
+        aor = KSR.pv.get("$tu")
+        bindings = []
+        if KSR.registrar.reg_fetch_contacts(table, aor, "pa") > 0:
+            for i in range(int(KSR.pv.get("$ulc(pa=>count)") or 0)):
+                q = int(KSR.pv.get("$(ulc(pa=>q)[%d])" % i))
+                expires = int(KSR.pv.get("$(ulc(pa=>expires)[%d])" % i))
+                bindings.append(Binding(
+                    contact=KSR.pv.get("$(ulc(pa=>addr)[%d])" % i),
+                    q=q / 1000.0 if q >= 0 else None,
+                    # 0: a permanent binding.
+                    expires_at=expires or 2**31 - 1,
+                    key=KSR.pv.get("$(ulc(pa=>ruid)[%d])" % i)))
+            KSR.registrar.reg_free_contacts("pa")
+        for notify in self.agent.handle_registration(domain, aor, bindings):
+            self._send_notify(notify)
+        return 1
+
+    @_entry()
+    def on_contact_expired(self, msg=None, evname=None):
+        """registrar's usrloc:contact-expired event."""
+        aor = KSR.pv.get("$ulc(exp=>aor)") or ""
+        if not aor.startswith(("sip:", "sips:")):
+            aor = "sip:" + aor  # usrloc keeps user@domain
+        for notify in self.agent.handle_binding_expired("registrar", aor,
+                                                        KSR.pv.get("$ulc(exp=>ruid)") or ""):
+            self._send_notify(notify)
         return 1
 
     @_entry()

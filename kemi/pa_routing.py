@@ -43,6 +43,14 @@ class PresenceRouting:
             else:
                 self.pa.handle_publish(msg, "registrar")
             return 1
+        if method == "REGISTER":
+            # Kamailio's registrar answers and stores the bindings; presence
+            # follows them.
+            if KSR.registrar.save("location", 0) < 0:
+                KSR.sl.sl_reply_error()
+                return 1
+            self.pa.handle_registration(msg, "registrar")
+            return 1
         if method == "OPTIONS":
             KSR.sl.sl_send_reply(200, "OK")
             return 1
@@ -57,6 +65,10 @@ class PresenceRouting:
 
     def ksr_onsend_route(self, msg):
         return 1
+
+    def ksr_registrar_event(self, msg, evname=None):
+        # usrloc:contact-expired
+        return self.pa.on_contact_expired(msg, evname)
 
     def ksr_pa_timer(self, msg, evname=None):
         return self.pa.on_timer()

@@ -15,6 +15,7 @@ from .config import Settings
 from .messages import Context, Notify, Outcome, reply
 from .compositor import Compositor
 from .notifier import Notifier
+from .registration import Binding, Registrations
 from .sip import BadRequest, parse_request
 from .store import Store, StoreUnavailable
 
@@ -32,6 +33,7 @@ class PresenceAgent:
         self.clock = clock
         self.notifier = Notifier(settings, store, clock)
         self.compositor = Compositor(settings, store, self.notifier, clock)
+        self.registrations = Registrations(settings, store, self.notifier, clock)
         self._next_sweep = 0.0
 
     def handle_subscription(self, message: bytes, ctx: Context, domain: str) -> Outcome:
@@ -41,6 +43,16 @@ class PresenceAgent:
     def handle_publish(self, message: bytes, ctx: Context, domain: str) -> Outcome:
         return self._guard("handle_publish", domain,
                            lambda: self.compositor.publish(parse_request(message), ctx, domain))
+
+    def handle_registration(self, domain: str, aor: str, bindings: list[Binding]) -> list[Notify]:
+        """After a REGISTER was saved: the AOR's bindings as usrloc has them."""
+        return self._guard_event("handle_registration", domain,
+                                 lambda: self.registrations.bindings_changed(domain, aor, bindings))
+
+    def handle_binding_expired(self, domain: str, aor: str, key: str) -> list[Notify]:
+        """usrloc's contact-expired event."""
+        return self._guard_event("handle_binding_expired", domain,
+                                 lambda: self.registrations.binding_expired(domain, aor, key))
 
     def handle_notify_reply(self, dialog: tuple[str, str, str], cseq: int, code: int) -> None:
         try:
@@ -55,14 +67,34 @@ class PresenceAgent:
             return []
         self._next_sweep = now + self.settings.timer_interval
         notifies = self.notifier.expire_subscriptions()
-        notifies += self.compositor.expire_publications()
+        notifies += self.compositor.expire_publications(self.registrations.on_expiry)
         self.notifier.drop_unanswered()
         return notifies
 
+    def _guard_event(self, name: str, domain: str, handle: Callable[[], list[Notify]]) -> list[Notify]:
+        """Like _guard, for events that have no request to answer."""
+        if not self._known_domain(name, domain):
+            return []
+        try:
+            return handle()
+        except BadRequest as e:
+            log.warning("%s: %s", name, e.reason)
+        except StoreUnavailable as e:
+            log.error("%s: %s", name, e)
+        except Exception:
+            log.exception("%s failed", name)
+        return []
+
+    @staticmethod
+    def _known_domain(name: str, domain: str) -> bool:
+        if domain in KNOWN_DOMAINS:
+            return True
+        log.error("%s: unknown domain %r (known: %s); check the routing script",
+                  name, domain, ", ".join(KNOWN_DOMAINS))
+        return False
+
     def _guard(self, name: str, domain: str, handle: Callable[[], Outcome]) -> Outcome:
-        if domain not in KNOWN_DOMAINS:
-            log.error("%s: unknown domain %r (known: %s); check the routing script",
-                      name, domain, ", ".join(KNOWN_DOMAINS))
+        if not self._known_domain(name, domain):
             return reply(500, reason="Server Internal Error (Unknown Presence Domain)")
         try:
             return handle()

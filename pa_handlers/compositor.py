@@ -139,14 +139,15 @@ class Compositor:
 
     # -- timer ------------------------------------------------------------
 
-    def expire_publications(self) -> list[Notify]:
-        """Remove expired publications and notify the watchers of every
+    def expire_publications(self, on_expiry) -> list[Notify]:
+        """Handle expired publications (`on_expiry`: see
+        Store.expire_publications) and notify the watchers of every
         presentity whose document changed."""
         notifies: list[Notify] = []
         now = self.now()
         try:
             for key in self.store.presentities_with_expired_publications(now, TIMER_BATCH):
-                if self.store.expire_publications(key, now, _composer(key[0])):
+                if self.store.expire_publications(key, now, _composer(key[0]), on_expiry):
                     log.info("publication of %s expired", key[0])
                     notifies.extend(self.notifier.fan_out(key))
         except StoreUnavailable as e:

@@ -116,7 +116,7 @@ def parse_publication(body: bytes, default_priority: float) -> Parts:
     _check_shape(root)
 
     parts = Parts([], [], [])
-    priority = _qvalue(default_priority)
+    priority = qvalue(default_priority)
     for child in root:
         if not isinstance(child.tag, str):
             continue
@@ -164,7 +164,7 @@ def _fragment(element) -> str:
     return etree.tostring(element, encoding="unicode")
 
 
-def _qvalue(value: float) -> str:
+def qvalue(value: float) -> str:
     """RFC 3863 qvalue: 0.5, 1, 0, 0.125."""
     return f"{value:.3f}".rstrip("0").rstrip(".")
 

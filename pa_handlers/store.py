@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import secrets
 import time
 from typing import Callable, Iterable, TypeVar
 
@@ -366,8 +367,8 @@ class Store:
         def change(cur):
             if source:
                 cur.execute("DELETE FROM pa_publication WHERE presentity = %s"
-                            " AND presence_domain = %s AND event = %s AND source = %s",
-                            (*key, source))
+                            " AND presence_domain = %s AND event = %s AND source = %s"
+                            " AND origin = 'publish'", (*key, source))
             cur.execute(
                 "INSERT INTO pa_publication (presentity, presence_domain, event, etag, source,"
                 " publisher, content_type, body, parts, expires_at, updated_at)"
@@ -405,15 +406,60 @@ class Store:
             return list(cur.fetchall())
         return self.db.run(work)
 
-    def expire_publications(self, key: tuple[str, str, str], now: int, compose) -> bool:
-        """Remove the presentity's expired publications; returns whether the
-        document changed.  When several timers race for one presentity,
-        the first removes the rows and the others find none: one change,
-        one fan-out."""
+    def expire_publications(self, key: tuple[str, str, str], now: int, compose,
+                            on_expiry) -> bool:
+        """Handle the presentity's expired publications: `on_expiry(origin,
+        parts, now)` gives (parts, expires_at) to keep one in a new form, or
+        None to remove it.  Returns whether the document changed.  When
+        several timers race for one presentity, the first handles the rows
+        and the others find none: one change, one fan-out."""
         def change(cur):
-            return cur.execute("DELETE FROM pa_publication WHERE presentity = %s"
-                               " AND presence_domain = %s AND event = %s AND expires_at <= %s",
-                               (*key, now)) > 0
+            cur.execute("SELECT id, origin, parts FROM pa_publication WHERE presentity = %s"
+                        " AND presence_domain = %s AND event = %s AND expires_at <= %s",
+                        (*key, now))
+            rows = cur.fetchall()
+            for pub_id, origin, parts in rows:
+                kept = on_expiry(origin, parts, now)
+                if kept is None:
+                    cur.execute("DELETE FROM pa_publication WHERE id = %s", (pub_id,))
+                else:
+                    cur.execute("UPDATE pa_publication SET parts = %s, expires_at = %s,"
+                                " updated_at = %s WHERE id = %s", (*kept, now, pub_id))
+            return bool(rows)
+        return self._change_publications(key, change, compose, now)[1]
+
+    def change_origin_publications(self, key: tuple[str, str, str], origin: str, decide,
+                                   now: int, compose) -> bool:
+        """Reconcile the publications one origin (the registrar, the XMPP
+        gateway) keeps for a presentity: `decide(parts by source)` returns
+        {source: (parts, expires_at)} to insert or update.  Returns whether
+        the document changed; an update of expiry alone recomposes nothing."""
+        def change(cur):
+            cur.execute("SELECT source, parts, expires_at FROM pa_publication"
+                        " WHERE presentity = %s AND presence_domain = %s AND event = %s"
+                        " AND origin = %s", (*key, origin))
+            existing = {source: (parts, expires_at) for source, parts, expires_at in cur.fetchall()}
+            recompose = False
+            for source, (parts, expires_at) in decide({s: p for s, (p, _) in existing.items()}).items():
+                old = existing.get(source)
+                if old is None:
+                    cur.execute(
+                        "INSERT INTO pa_publication (presentity, presence_domain, event, etag,"
+                        " origin, source, content_type, body, parts, expires_at, updated_at)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, '', '', %s, %s, %s)",
+                        (*key, origin + "-" + secrets.token_urlsafe(12), origin, source, parts,
+                         expires_at, now))
+                    recompose = True
+                elif old != (parts, expires_at):
+                    cur.execute(
+                        "UPDATE pa_publication SET parts = %s, expires_at = %s, updated_at = %s"
+                        " WHERE presentity = %s AND presence_domain = %s AND event = %s"
+                        " AND origin = %s AND source = %s",
+                        (parts, expires_at, now, *key, origin, source))
+                    # Recompose when the content changed, or when a publication
+                    # the timer had not yet swept comes back to life.
+                    recompose = recompose or old[0] != parts or old[1] <= now
+            return recompose
         return self._change_publications(key, change, compose, now)[1]
 
     def _change_publications(self, key, change, compose, now) -> tuple[bool, bool]:

@@ -83,9 +83,16 @@ class ScratchDatabase:
             cur.execute(f"DROP USER IF EXISTS '{self.user}'@'127.0.0.1'")
 
 
+KAMAILIO_SQL = "/usr/share/kamailio/mysql"
+
+
 def apply_schema(database: str) -> None:
-    """What the README tells operators: the sql/ files in name order."""
-    for path in sorted(glob.glob(os.path.join(ROOT, "sql", "*.sql"))):
+    """What the README tells operators: the sql/ files in name order, and
+    Kamailio's own tables for the registrar of the sample config."""
+    paths = sorted(glob.glob(os.path.join(ROOT, "sql", "*.sql")))
+    paths += [os.path.join(KAMAILIO_SQL, name) for name in ("standard-create.sql",
+                                                             "usrloc-create.sql")]
+    for path in paths:
         with open(path, "rb") as f:
             subprocess.run(_mysql_client() + [database], stdin=f, check=True)
 
@@ -116,8 +123,12 @@ class Kamailio:
     """One Kamailio instance running a config of ours in the foreground."""
 
     def __init__(self, settings: dict, cfg: str = SAMPLE_CFG, port: int | None = None,
-                 children: int | None = 2):
+                 children: int | None = 2, usrloc_db_url: str | None = None,
+                 usrloc_timer: int = 1):
         self.cfg = cfg
+        # Kamailio's usrloc needs its database at start; the plugin does not.
+        self.usrloc_db_url = usrloc_db_url or settings.get("db_url", "")
+        self.usrloc_timer = usrloc_timer
         self.port = port or free_port()
         self.children = children
         self.dir = tempfile.mkdtemp(prefix="pa-kamailio-")
@@ -137,7 +148,8 @@ class Kamailio:
     def env(self) -> dict:
         env = dict(os.environ)
         env.update(PA_HOME=ROOT, PA_CONFIG=self.config_path,
-                   PA_LISTEN=f"127.0.0.1:{self.port}")
+                   PA_LISTEN=f"127.0.0.1:{self.port}", PA_DB_URL=self.usrloc_db_url,
+                   PA_REG_MIN_EXPIRES="1", PA_UL_TIMER=str(self.usrloc_timer))
         env.pop("PA_CHILDREN", None)
         if self.children:
             env["PA_CHILDREN"] = str(self.children)

@@ -242,6 +242,29 @@ class SipUA:
                                  cseq=cseq, headers=headers, body=body, contact=contact))
         return self.wait_response(call_id, cseq, timeout)
 
+    def register(self, aor: str | None = None, expires: int | None = 60,
+                 contact: str | None = None, q: str | None = None, headers=(),
+                 timeout: float = 5.0) -> Message:
+        """A REGISTER of `contact` (default: this UA) for `aor` (default:
+        this UA's AOR); contact="*" with expires=0 removes all bindings.
+        Refreshes reuse one Call-ID with growing CSeq (RFC 3261 10.2.4)."""
+        aor = aor or self.aor
+        if not hasattr(self, "_reg_call_id"):
+            self._reg_call_id = f"reg-{rand()}@{self.host}"
+        cseq = next(self._cseq)
+        if contact == "*":
+            contact_value = "*"
+        else:
+            contact_value = f"<{contact or self.contact}>" + (f";q={q}" if q else "")
+        hdrs = [("Contact", contact_value)]
+        if expires is not None:
+            hdrs.append(("Expires", str(expires)))
+        host = aor.split("@", 1)[1]
+        self.send_raw(self.build("REGISTER", f"sip:{host}", call_id=self._reg_call_id,
+                                 from_=f"<{aor}>;tag={rand()}", to=f"<{aor}>", cseq=cseq,
+                                 headers=hdrs + list(headers), contact=False))
+        return self.wait_response(self._reg_call_id, cseq, timeout)
+
     # -- subscriptions --------------------------------------------------
 
     def subscribe(self, presentity: str, expires: int | None = 600, event: str = "presence",

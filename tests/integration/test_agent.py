@@ -9,6 +9,7 @@ import pytest
 from pa_handlers.agent import PresenceAgent
 from pa_handlers.config import settings_from_mapping
 from pa_handlers.messages import Context
+from pa_handlers.registration import Binding
 from pa_handlers.store import Database, Store
 from sipua import rand
 
@@ -220,6 +221,29 @@ def test_two_timers_expiring_one_publication_make_one_change(make_agent, databas
     later = lambda: time.time() + 5  # noqa: E731
     a.clock = a.compositor.clock = a.notifier.clock = later
     b.clock = b.compositor.clock = b.notifier.clock = later
-    notifies = a.compositor.expire_publications() + b.compositor.expire_publications()
+    notifies = (a.compositor.expire_publications(a.registrations.on_expiry)
+                + b.compositor.expire_publications(b.registrations.on_expiry))
     assert len(notifies) == 1
     assert "<basic>closed</basic>" in notifies[0].body
+
+
+def test_registrations_feed_only_their_own_domain(make_agent):
+    agent = make_agent()
+    p = f"u{rand()}@example.com"
+    notifies = agent.handle_registration("registrar", f"sip:{p}", [
+        Binding("sip:u@10.0.0.1:5060", 0.9, int(time.time()) + 60, "ruid-1")])
+    assert notifies == []  # nobody watches yet
+    seen = {}
+    for domain in ("registrar", "jabber"):
+        out = agent.handle_subscription(subscribe(p, call_id=rand()), CTX, domain)
+        seen[domain] = out.notifies[0].body
+    assert 'priority="0.9">sip:u@10.0.0.1:5060</contact>' in seen["registrar"]
+    assert "pa-closed" in seen["jabber"] and "10.0.0.1" not in seen["jabber"]
+
+
+def test_a_registration_for_an_unknown_domain_is_logged_not_stored(make_agent, database, caplog):
+    p = f"u{rand()}@example.com"
+    make_agent().handle_registration("registrr", f"sip:{p}", [
+        Binding("sip:u@10.0.0.1", None, int(time.time()) + 60, "r")])
+    assert "unknown domain 'registrr'" in caplog.text
+    assert database.query("SELECT 1 FROM pa_publication WHERE presentity = %s", (p,)) == []

@@ -22,7 +22,7 @@ def proxy():
 def kamailio(database, proxy):
     """Reaches the database through a proxy the tests can cut."""
     k = Kamailio(settings(database, db_url=database.url(port=proxy.port), db_timeout=2,
-                          retry_after=7)).start()
+                          retry_after=7), usrloc_db_url=database.url()).start()
     yield k
     k.cleanup()
 
@@ -77,7 +77,8 @@ def test_database_outage_gets_500_with_retry_after_then_recovers(kamailio, ua, p
 def test_start_with_database_down_then_serve_when_it_returns(database, presentity):
     dead = TcpProxy(("127.0.0.1", 3306))
     dead.cut()
-    k = Kamailio(settings(database, db_url=database.url(port=dead.port), db_timeout=1))
+    k = Kamailio(settings(database, db_url=database.url(port=dead.port), db_timeout=1),
+                 usrloc_db_url=database.url())
     try:
         k.start()
         ua = SipUA(k.address)

@@ -47,6 +47,19 @@ def test_publish_through_python_exec_notifies_watchers(ua, presentity):
     assert tuples(ua.wait_notify(d.call_id, 2).body) == [("dev1", "open")]
 
 
+def test_register_through_python_exec_shows_the_contact(kamailio, ua, presentity):
+    _, d = ua.subscribe(presentity)
+    ua.wait_notify(d.call_id)
+    phone = SipUA(kamailio.address, user=presentity[4:].split("@")[0])
+    try:
+        assert phone.register(presentity, q="0.6").status == 200
+        body = ua.wait_notify(d.call_id, 2).body.decode()
+        assert f'priority="0.6">{phone.contact}</contact>' in body
+        assert "<basic>open</basic>" in body
+    finally:
+        phone.close()
+
+
 def test_only_the_authenticated_presentity_may_publish(database, tmp_path, presentity):
     """auth: implicit; the routing hands the plugin the identity it
     authenticated (here, for the test, the From URI)."""

@@ -11,10 +11,10 @@ from harness import Kamailio, ScratchDatabase
 
 @pytest.fixture(scope="module")
 def empty_database():
-    """A database without our schema."""
+    """A database without our schema (Kamailio's registrar tables stay)."""
     db = ScratchDatabase()
     with db.connect() as conn, conn.cursor() as cur:
-        cur.execute("SHOW TABLES")
+        cur.execute("SHOW TABLES LIKE 'pa\\_%'")
         for (table,) in cur.fetchall():
             cur.execute(f"DROP TABLE `{table}`")
     yield db

@@ -1,0 +1,180 @@
+"""The registrar domain against real Kamailio (registrar, usrloc in MySQL)
+and MariaDB: presence that follows SIP registrations, no PUBLISH needed."""
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import settings
+from harness import ROOT, Kamailio
+from helpers import PIDF_NS, pidf, pidf_body, tuples
+from sipua import SipUA
+
+
+def contacts(body: bytes) -> dict[str, tuple[str, str]]:
+    """contact URI -> (basic status, priority) for every tuple."""
+    return {t.findtext(f"{{{PIDF_NS}}}contact"): (
+        t.findtext(f"{{{PIDF_NS}}}status/{{{PIDF_NS}}}basic"),
+        t.find(f"{{{PIDF_NS}}}contact").get("priority"))
+        for t in pidf(body).findall(f"{{{PIDF_NS}}}tuple")
+        if t.find(f"{{{PIDF_NS}}}contact") is not None}
+
+
+@pytest.fixture
+def phone(kamailio, presentity):
+    user = presentity[4:].split("@")[0]
+    dev = SipUA(kamailio.address, user=user)
+    yield dev
+    dev.close()
+
+
+@pytest.fixture
+def laptop(kamailio, presentity):
+    user = presentity[4:].split("@")[0]
+    dev = SipUA(kamailio.address, user=user)
+    yield dev
+    dev.close()
+
+
+def watch(ua, presentity):
+    _, d = ua.subscribe(presentity)
+    first = ua.wait_notify(d.call_id)
+    return d, first
+
+
+def test_register_shows_the_presentity_open_with_its_contact(ua, presentity, phone):
+    d, first = watch(ua, presentity)
+    assert tuples(first.body) == [("pa-closed", "closed")]
+    r = phone.register(presentity, expires=300)
+    assert r.status == 200
+    n = ua.wait_notify(d.call_id, 2)
+    # No q-value in the REGISTER: default_priority_percentage (50) / 100.
+    assert contacts(n.body) == {phone.contact: ("open", "0.5")}
+
+
+def test_q_value_becomes_the_priority(ua, presentity, phone):
+    d, _ = watch(ua, presentity)
+    phone.register(presentity, q="0.8")
+    assert contacts(ua.wait_notify(d.call_id, 2).body) == {phone.contact: ("open", "0.8")}
+
+
+def test_second_device_adds_a_tuple(ua, presentity, phone, laptop):
+    d, _ = watch(ua, presentity)
+    phone.register(presentity)
+    ua.wait_notify(d.call_id, 2)
+    laptop.register(presentity, q="0.3")
+    assert contacts(ua.wait_notify(d.call_id, 3).body) == {
+        phone.contact: ("open", "0.5"), laptop.contact: ("open", "0.3")}
+
+
+def test_unregister_closes_the_tuple_then_it_goes_away(ua, presentity, phone, laptop):
+    d, _ = watch(ua, presentity)
+    phone.register(presentity)
+    laptop.register(presentity)
+    ua.wait_notify(d.call_id, 3)
+    assert phone.register(presentity, expires=0).status == 200
+    closed = ua.wait_notify(d.call_id, 4)
+    assert contacts(closed.body) == {phone.contact: ("closed", "0.5"),
+                                     laptop.contact: ("open", "0.5")}
+    gone = ua.wait_notify(d.call_id, 5, timeout=5)  # timer_interval is 1 s here
+    assert contacts(gone.body) == {laptop.contact: ("open", "0.5")}
+
+
+def test_star_removes_every_binding(ua, presentity, phone, laptop):
+    d, _ = watch(ua, presentity)
+    phone.register(presentity)
+    laptop.register(presentity)
+    ua.wait_notify(d.call_id, 3)
+    assert phone.register(presentity, expires=0, contact="*").status == 200
+    n = ua.wait_notify(d.call_id, 4)
+    assert contacts(n.body) == {phone.contact: ("closed", "0.5"),
+                                laptop.contact: ("closed", "0.5")}
+    assert tuples(ua.wait_notify(d.call_id, 5, timeout=5).body) == [("pa-closed", "closed")]
+
+
+def test_replaced_contact_closes_the_old_tuple(kamailio, ua, presentity, phone):
+    d, _ = watch(ua, presentity)
+    phone.register(presentity)
+    ua.wait_notify(d.call_id, 2)
+    moved = phone.contact.replace("127.0.0.1", "127.0.0.2")
+    phone.register(presentity, expires=0)
+    phone.register(presentity, contact=moved)
+    last = ua.wait_notify(d.call_id, 4)
+    assert contacts(last.body)[moved] == ("open", "0.5")
+    assert contacts(last.body).get(phone.contact, ("closed",))[0] == "closed"
+
+
+def test_expiry_with_no_traffic_closes_within_one_timer_interval(ua, presentity, phone):
+    d, _ = watch(ua, presentity)
+    phone.register(presentity, expires=2)
+    ua.wait_notify(d.call_id, 2)
+    registered = time.monotonic()
+    closed = ua.wait_notify(d.call_id, 3, timeout=8)
+    assert contacts(closed.body) == {phone.contact: ("closed", "0.5")}
+    # Expires 2 s, timer_interval 1 s, and a little slack for the machine.
+    assert closed.received_at - registered < 2 + 1 + 1.5
+
+
+def test_refresh_that_changes_nothing_notifies_nobody(ua, presentity, phone, database):
+    d, _ = watch(ua, presentity)
+    phone.register(presentity, expires=60)
+    ua.wait_notify(d.call_id, 2)
+    [(before,)] = database.query("SELECT expires_at FROM pa_publication WHERE presentity = %s",
+                                 (presentity[4:],))
+    time.sleep(1.1)
+    assert phone.register(presentity, expires=120).status == 200
+    assert ua.quiet(d.call_id, 1.5) == []
+    [(after,)] = database.query("SELECT expires_at FROM pa_publication WHERE presentity = %s",
+                                (presentity[4:],))
+    assert after > before
+
+
+def test_registrations_aggregate_with_publications(ua, presentity, phone):
+    d, _ = watch(ua, presentity)
+    phone.register(presentity)
+    ua.wait_notify(d.call_id, 2)
+    r = phone.request("PUBLISH", presentity, [("Event", "presence"),
+                                              ("Content-Type", "application/pidf+xml")],
+                      pidf_body(presentity, "softphone", "open", note="In a meeting"))
+    assert r.status == 200
+    n = ua.wait_notify(d.call_id, 3)
+    ids = [t for t, _ in tuples(n.body)]
+    assert "softphone" in ids and any(i.startswith("reg-") for i in ids)
+    assert pidf(n.body).findtext(f"{{{PIDF_NS}}}note") == "In a meeting"
+
+
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (Debian sip-tester) missing")
+def test_an_independent_client_registers(kamailio, ua, presentity, tmp_path):
+    """sipp, not our UA, registers the phone."""
+    d, _ = watch(ua, presentity)
+    user = presentity[4:].split("@")[0]
+    result = subprocess.run(
+        ["sipp", "-sf", os.path.join(ROOT, "tests", "sipp", "register.xml"), "-s", user,
+         "-m", "1", "-i", "127.0.0.1", "-p", "0", "-timeout", "10s", "-timeout_error",
+         "-nostdin", f"127.0.0.1:{kamailio.port}"],
+        cwd=tmp_path, capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr[-2000:]
+    n = ua.wait_notify(d.call_id, 2)
+    [(contact, (basic, priority))] = contacts(n.body).items()
+    assert contact.startswith(f"sip:{user}@127.0.0.1:") and (basic, priority) == ("open", "0.7")
+
+
+def test_usrloc_contact_expired_event_reaches_the_plugin(database, presentity):
+    """With the plugin's own sweep far away (timer_interval 30 s), only
+    registrar's usrloc:contact-expired event can close the tuple in time."""
+    k = Kamailio(settings(database, timer_interval=30), usrloc_timer=1).start()
+    watcher, dev = SipUA(k.address), SipUA(k.address, user=presentity[4:].split("@")[0])
+    try:
+        time.sleep(1.2)  # past the plugin's first sweep at start
+        d, _ = watch(watcher, presentity)
+        dev.register(presentity, expires=2)
+        watcher.wait_notify(d.call_id, 2)
+        closed = watcher.wait_notify(d.call_id, 3, timeout=8)
+        assert contacts(closed.body) == {dev.contact: ("closed", "0.5")}
+    finally:
+        watcher.close()
+        dev.close()
+        k.cleanup()
