@@ -32,8 +32,8 @@ class PresenceAgent:
         self.store = store
         self.clock = clock
         self.notifier = Notifier(settings, store, clock)
-        self.compositor = Compositor(settings, store, self.notifier, clock)
-        self.registrations = Registrations(settings, store, self.notifier, clock)
+        self.compositor = Compositor(self.notifier)
+        self.registrations = Registrations(self.notifier)
         self._next_sweep = 0.0
 
     def handle_subscription(self, message: bytes, ctx: Context, domain: str) -> Outcome:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Callable
 
 from . import pidf
 from .config import Settings
@@ -37,15 +36,11 @@ def new_etag() -> str:
 
 
 class Compositor:
-    def __init__(self, settings: Settings, store: Store, notifier: Notifier,
-                 clock: Callable[[], float]):
-        self.settings = settings
-        self.store = store
+    def __init__(self, notifier: Notifier):
         self.notifier = notifier
-        self.clock = clock
-
-    def now(self) -> int:
-        return int(self.clock())
+        self.settings: Settings = notifier.settings
+        self.store: Store = notifier.store
+        self.now = notifier.now
 
     def publish(self, req: SipRequest, ctx: Context, domain: str) -> Outcome:
         event = served_event(req)

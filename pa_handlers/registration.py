@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from typing import Callable
 from xml.sax.saxutils import escape
 
 from . import pidf
@@ -50,15 +49,11 @@ def _tuple_id(key: str) -> str:
 
 
 class Registrations:
-    def __init__(self, settings: Settings, store: Store, notifier: Notifier,
-                 clock: Callable[[], float]):
-        self.settings = settings
-        self.store = store
+    def __init__(self, notifier: Notifier):
         self.notifier = notifier
-        self.clock = clock
-
-    def now(self) -> int:
-        return int(self.clock())
+        self.settings: Settings = notifier.settings
+        self.store: Store = notifier.store
+        self.now = notifier.now
 
     def _closed(self, parts: bytes) -> bytes | None:
         """The closed form of a stored binding tuple, or None when it is

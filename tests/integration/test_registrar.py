@@ -24,19 +24,26 @@ def contacts(body: bytes) -> dict[str, tuple[str, str]]:
 
 
 @pytest.fixture
-def phone(kamailio, presentity):
-    user = presentity[4:].split("@")[0]
-    dev = SipUA(kamailio.address, user=user)
-    yield dev
-    dev.close()
+def devices(kamailio, presentity):
+    """Devices of the presentity's user, each with a contact of its own."""
+    made = []
+
+    def make():
+        made.append(SipUA(kamailio.address, user=presentity[4:].split("@")[0]))
+        return made[-1]
+    yield make
+    for dev in made:
+        dev.close()
 
 
 @pytest.fixture
-def laptop(kamailio, presentity):
-    user = presentity[4:].split("@")[0]
-    dev = SipUA(kamailio.address, user=user)
-    yield dev
-    dev.close()
+def phone(devices):
+    return devices()
+
+
+@pytest.fixture
+def laptop(devices):
+    return devices()
 
 
 def watch(ua, presentity):
