@@ -29,6 +29,7 @@ from pa_handlers.agent import PresenceAgent  # noqa: E402
 from pa_handlers.config import ConfigError, load_settings  # noqa: E402
 from pa_handlers.messages import Context, Outcome  # noqa: E402
 from pa_handlers.registration import Binding  # noqa: E402
+from pa_handlers.xcap_server import HttpRequest  # noqa: E402
 from pa_handlers.store import SCHEMA_VERSION, Database, Store, StoreUnavailable  # noqa: E402
 
 log = logging.getLogger("pa")
@@ -174,7 +175,31 @@ class PresenceAgentKemi:
         cseq = int(KSR.pv.get("$cs"))
         # Our NOTIFY's From tag is our tag, its To tag the watcher's.
         dialog = (KSR.pv.get("$ci"), KSR.pv.get("$ft"), KSR.pv.get("$tt"))
-        self.agent.handle_notify_reply(dialog, cseq, code)
+        for notify in self.agent.handle_notify_reply(dialog, cseq, code):
+            self._send_notify(notify)
+        return 1
+
+    @_entry()
+    def handle_xcap(self, msg=None, evname=None):
+        """The built-in XCAP server: call from xhttp's event route."""
+        headers = {}
+        for name in ("Authorization", "Content-Type", "If-Match", "If-None-Match"):
+            value = KSR.pv.get("$hdr(%s)" % name)
+            if value is not None:
+                headers[name.lower()] = value
+        try:
+            body = (KSR.pv.get("$rb") or "").encode("utf-8")
+        except Exception:
+            body = bytes.fromhex(KSR.pv.get("$(rb{s.encode.hexa})") or "")
+        request = HttpRequest(method=KSR.pv.get("$rm") or "", path=KSR.pv.get("$hu") or "",
+                              headers=headers, body=body)
+        reply, notifies = self.agent.handle_xcap(request)
+        for name, value in reply.headers:
+            KSR.hdr.append_to_reply("%s: %s\r\n" % (name, value))
+        KSR.xhttp.xhttp_reply(reply.code, reply.reason, reply.content_type,
+                              reply.body.decode("utf-8"))
+        for notify in notifies:
+            self._send_notify(notify)
         return 1
 
     @_entry()

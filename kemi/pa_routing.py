@@ -20,6 +20,7 @@ def mod_init():
 class PresenceRouting:
     def __init__(self, pa):
         self.pa = pa
+        self.publisher = ""
 
     def child_init(self, rank):
         return self.pa.child_init(rank)
@@ -29,6 +30,8 @@ class PresenceRouting:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return 1
         method = KSR.pv.get("$rm")
+        if method in ("SUBSCRIBE", "PUBLISH", "REGISTER") and not self.authenticated(method):
+            return 1
         if method in ("SUBSCRIBE", "PUBLISH"):
             # Statefully, as SER's manual says (t_newtran first): the
             # transaction absorbs retransmissions and carries the reply.
@@ -41,7 +44,7 @@ class PresenceRouting:
             if method == "SUBSCRIBE":
                 self.pa.handle_subscription(msg, "registrar")
             else:
-                self.pa.handle_publish(msg, "registrar")
+                self.pa.handle_publish(msg, "registrar", self.publisher)
             return 1
         if method == "REGISTER":
             # Kamailio's registrar answers and stores the bindings; presence
@@ -59,12 +62,34 @@ class PresenceRouting:
         KSR.sl.sl_send_reply(501, "Not Implemented")
         return 1
 
+    def authenticated(self, method):
+        """With authorization on (auth other than none), who asks must prove
+        it: digest credentials from Kamailio's subscriber table, the user
+        being the presentity for PUBLISH and REGISTER (To) and the watcher
+        for a new SUBSCRIBE (From).  Answers the challenge itself."""
+        self.publisher = ""
+        if self.pa.settings.auth == "none":
+            return True
+        if method == "SUBSCRIBE" and KSR.pv.get("$tt"):
+            return True  # in-dialog: the dialog was authenticated when it began
+        realm = KSR.pv.get("$fd" if method == "SUBSCRIBE" else "$td")
+        # Flag 1: the authenticated user must be the From (To) user.
+        if KSR.auth_db.auth_check(realm, "subscriber", 1) > 0:
+            self.publisher = "sip:%s@%s" % (KSR.pv.get("$au"), realm)
+            return True
+        KSR.auth.auth_challenge(realm, 1)
+        return False
+
     def ksr_reply_route(self, msg):
         # Answers to the NOTIFYs the presence agent sent.
         return self.pa.handle_notify_reply(msg)
 
     def ksr_onsend_route(self, msg):
         return 1
+
+    def ksr_xhttp_event(self, msg, evname=None):
+        # HTTP on the SIP TCP port: the built-in XCAP server.
+        return self.pa.handle_xcap(msg)
 
     def ksr_registrar_event(self, msg, evname=None):
         # usrloc:contact-expired

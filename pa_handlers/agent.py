@@ -16,6 +16,7 @@ from .messages import Context, Notify, Outcome, reply
 from .compositor import Compositor
 from .notifier import Notifier
 from .registration import Binding, Registrations
+from .xcap_server import HttpReply, HttpRequest, XcapServer
 from .sip import BadRequest, parse_request
 from .store import Store, StoreUnavailable
 
@@ -34,6 +35,7 @@ class PresenceAgent:
         self.notifier = Notifier(settings, store, clock)
         self.compositor = Compositor(self.notifier)
         self.registrations = Registrations(self.notifier)
+        self.xcap = XcapServer(settings, store, clock, self.notifier.reauthorize)
         self._next_sweep = 0.0
 
     def handle_subscription(self, message: bytes, ctx: Context, domain: str) -> Outcome:
@@ -54,11 +56,25 @@ class PresenceAgent:
         return self._guard_event("handle_binding_expired", domain,
                                  lambda: self.registrations.binding_expired(domain, aor, key))
 
-    def handle_notify_reply(self, dialog: tuple[str, str, str], cseq: int, code: int) -> None:
+    def handle_notify_reply(self, dialog: tuple[str, str, str], cseq: int,
+                            code: int) -> list[Notify]:
         try:
-            self.notifier.notify_answered(dialog, cseq, code)
+            return self.notifier.notify_answered(dialog, cseq, code)
         except StoreUnavailable as e:
             log.warning("answer %d to NOTIFY (call-id=%s) not recorded: %s", code, dialog[0], e)
+            return []
+
+    def handle_xcap(self, req: HttpRequest) -> tuple[HttpReply, list[Notify]]:
+        """An HTTP request for the built-in XCAP server."""
+        try:
+            return self.xcap.handle(req)
+        except StoreUnavailable as e:
+            log.error("handle_xcap: %s", e)
+            return HttpReply(503, "Service Unavailable",
+                             headers=(("Retry-After", str(self.settings.retry_after)),)), []
+        except Exception:
+            log.exception("handle_xcap failed")
+            return HttpReply(500, "Internal Server Error"), []
 
     def on_timer(self) -> list[Notify]:
         """Called every second; runs the sweeps every timer_interval."""
@@ -68,7 +84,8 @@ class PresenceAgent:
         self._next_sweep = now + self.settings.timer_interval
         notifies = self.notifier.expire_subscriptions()
         notifies += self.compositor.expire_publications(self.registrations.on_expiry)
-        self.notifier.drop_unanswered()
+        notifies += self.notifier.drop_unanswered()
+        notifies += self.notifier.refresh_rules()
         return notifies
 
     def _guard_event(self, name: str, domain: str, handle: Callable[[], list[Notify]]) -> list[Notify]:

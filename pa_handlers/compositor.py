@@ -21,7 +21,7 @@ import secrets
 from . import pidf
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
-from .notifier import ALLOW_EVENTS, Notifier, granted_expires, served_event
+from .notifier import PRESENCE, Notifier, granted_expires, served_event
 from .sip import BadRequest, SipRequest, is_token, parse_name_addr, parse_uri
 from .store import Store, StoreUnavailable
 
@@ -43,9 +43,10 @@ class Compositor:
         self.now = notifier.now
 
     def publish(self, req: SipRequest, ctx: Context, domain: str) -> Outcome:
-        event = served_event(req)
+        # Watcher information is the notifier's own state: nobody publishes it.
+        event = served_event(req, (PRESENCE,))
         if event is None:
-            return reply(489, ALLOW_EVENTS)
+            return reply(489, ("Allow-Events", PRESENCE))
         presentity_uri = parse_uri(req.uri)
         if not presentity_uri.user:
             return reply(404, reason="Not Found (No User In Request-URI)")

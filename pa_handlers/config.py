@@ -9,6 +9,7 @@ that names the key, and Kamailio refuses to start.
 from __future__ import annotations
 
 import dataclasses
+import string
 import urllib.parse
 from typing import Any
 
@@ -53,6 +54,12 @@ class Settings:
     retry_after: int = 5
     notify_timeout: int = 32
     ignore_408_on_notify: bool = False
+    # Authorization documents (auth: xcap).
+    auth_rules_refresh_time: int = 300
+    xcap_document_path: str = "/xcap-root/pres-rules/users/{xui}/index"
+    xcap_timeout: float = 2.0
+    xcap_auth: str = "digest"
+    xcap_nonce_secret: str = ""
 
     @property
     def default_priority(self) -> float:
@@ -105,6 +112,27 @@ def _host(key: str):
     return check
 
 
+def _document_path(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError("'xcap_document_path' must be a path starting with /")
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+    except ValueError:
+        raise ConfigError("'xcap_document_path' has an unbalanced { or }") from None
+    if fields - {"xui", "user", "domain"} or not ("xui" in fields or {"user", "domain"} <= fields):
+        raise ConfigError("'xcap_document_path' must use {xui}, or {user} and {domain}, and"
+                          " no other placeholder")
+    return value
+
+
+def _string(key: str):
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ConfigError(f"'{key}' must be a string, not {value!r}")
+        return value
+    return check
+
+
 def parse_db_url(value: Any) -> DatabaseUrl:
     if not isinstance(value, str):
         raise ConfigError(f"'db_url' must be a string like mysql://user:pass@host:3306/db, not {value!r}")
@@ -148,6 +176,11 @@ _CHECKS = {
     "retry_after": _int("retry_after", 1, 3600),
     "notify_timeout": _int("notify_timeout", 1, 3600),
     "ignore_408_on_notify": _bool("ignore_408_on_notify"),
+    "auth_rules_refresh_time": _int("auth_rules_refresh_time", 1, 30 * _DAY),
+    "xcap_document_path": _document_path,
+    "xcap_timeout": _number("xcap_timeout", 0.1, 30),
+    "xcap_auth": _choice("xcap_auth", ("digest", "none")),
+    "xcap_nonce_secret": _string("xcap_nonce_secret"),
 }
 
 

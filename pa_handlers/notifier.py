@@ -1,12 +1,15 @@
-"""The notifier (RFC 6665 4.2, RFC 3856): SUBSCRIBE in, reply and NOTIFYs
-out; the NOTIFY answers; the subscription timers."""
+"""The notifier (RFC 6665 4.2): SUBSCRIBE in, reply and NOTIFYs out, for
+the presence package (RFC 3856) and its watcher information (RFC 3857);
+the answers to our NOTIFYs; the subscription timers; and telling watchers
+when their authorization changes."""
 
 from __future__ import annotations
 
 import logging
 from typing import Callable
 
-from . import pidf
+from . import pidf, winfo
+from .authorization import Authorizer
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
 from .sip import (BadRequest, EventHeader, NameAddr, SipRequest, check_call_id, check_tag,
@@ -18,8 +21,11 @@ from .subscription import (ACTIVE, PENDING, TERMINATED, Subscription, build_noti
 
 log = logging.getLogger("pa.notifier")
 
-SERVED_EVENTS = ("presence",)
+PRESENCE = "presence"
+WINFO = winfo.PACKAGE
+SERVED_EVENTS = (PRESENCE, WINFO)
 ALLOW_EVENTS = ("Allow-Events", ", ".join(SERVED_EVENTS))
+FORMATS = {PRESENCE: pidf.PRESENCE_FORMATS, WINFO: (winfo.WATCHERINFO,)}
 TIMER_BATCH = 200
 TIMER_MAX_BATCHES = 10
 
@@ -29,6 +35,7 @@ class Notifier:
         self.settings = settings
         self.store = store
         self.clock = clock
+        self.authorizer = Authorizer(settings, store, clock)
 
     def now(self) -> int:
         return int(self.clock())
@@ -36,7 +43,7 @@ class Notifier:
     # -- SUBSCRIBE ------------------------------------------------------
 
     def subscribe(self, req: SipRequest, ctx: Context, domain: str) -> Outcome:
-        event = served_event(req)
+        event = served_event(req, SERVED_EVENTS)
         if event is None:
             return reply(489, ALLOW_EVENTS)
         call_id = check_call_id(req.header("call-id"))
@@ -59,7 +66,7 @@ class Notifier:
         presentity_uri = parse_uri(req.uri)
         if not presentity_uri.user:
             return reply(404, reason="Not Found (No User In Request-URI)")
-        content_type = choose_media_type(req, pidf.PRESENCE_FORMATS)
+        content_type = choose_media_type(req, FORMATS[event.package])
         if content_type is None:
             return reply(406)
         content_type = pidf.sent_as(content_type)
@@ -69,8 +76,13 @@ class Notifier:
         watcher = _fits(parse_uri(from_.uri).aor, 255, "From URI")
         _fits(to.text, 1024, "To")
         _fits(from_.text, 1024, "From")
-        status, reason = self._authorize(domain, event.package, presentity, watcher)
-        if status == TERMINATED:
+        if event.package == WINFO:
+            authorization = self.authorizer.winfo(presentity, watcher)
+        else:
+            authorization = self.authorizer.presence(domain, presentity, watcher)
+        if authorization.status == TERMINATED:
+            log.info("SUBSCRIBE %s to %s by %s refused (%s)", event.package, presentity,
+                     watcher, authorization.reason)
             return reply(403)
         now = self.now()
         sub = Subscription(
@@ -80,21 +92,30 @@ class Notifier:
             local_uri=to.text, remote_uri=from_.text, remote_target=remote_target,
             route_set=route_set, local_contact=ctx.local_contact, socket=ctx.socket,
             received=ctx.source, remote_cseq=cseq, local_cseq=1,
-            content_type=content_type, status=status, reason=reason, version=0,
+            content_type=content_type, status=authorization.status,
+            reason=authorization.reason, permissions=authorization.permissions,
             expires_at=now + expires)
         if expires == 0:
             # A fetch: one NOTIFY with the current state, nothing stored.
             state = subscription_state(TERMINATED, 0, "timeout")
         else:
             self.store.add_subscription(sub, now)
-            state = subscription_state(status, expires)
-        # Read after the subscription exists, so that no concurrent change
-        # of the document can fall between this read and its fan-out.
-        document = self.store.document(domain, sub.event, presentity) if status == ACTIVE else None
+            state = subscription_state(sub.status, expires)
         outcome = self._ok(ctx, expires)
-        outcome.notifies.append(self._notify(sub, sub.local_cseq, state, document))
-        log.info("SUBSCRIBE %s watcher=%s %s expires=%d call-id=%s",
-                 presentity, watcher, status, expires, call_id)
+        if event.package == WINFO:
+            outcome.notifies.append(self._winfo_full(sub, state))
+        else:
+            # Read after the subscription exists, so that no concurrent change
+            # of the document can fall between this read and its fan-out.
+            key = (presentity, domain, PRESENCE)
+            document, watched = self.store.document_and_watchers(key, WINFO)
+            outcome.notifies.append(self._notify(sub, sub.local_cseq, state, document))
+            if watched and expires:
+                outcome.notifies += self.winfo_changed(
+                    domain, presentity, [winfo.entry(sub, winfo.SUBSCRIBE, now)],
+                    known_watched=True)
+        log.info("SUBSCRIBE %s %s watcher=%s %s expires=%d call-id=%s", event.package,
+                 presentity, watcher, sub.status, expires, call_id)
         return outcome
 
     def _in_dialog(self, req, ctx, event, dialog, cseq, expires: int) -> Outcome:
@@ -105,7 +126,7 @@ class Notifier:
         else:
             content_type = None
             if req.has("accept"):
-                content_type = choose_media_type(req, pidf.PRESENCE_FORMATS)
+                content_type = choose_media_type(req, FORMATS[event.package])
                 if content_type is None:
                     return reply(406)
                 content_type = pidf.sent_as(content_type)
@@ -120,63 +141,159 @@ class Notifier:
             # RFC 3261 12.2.2: a CSeq lower than the last one is an error.
             return reply(500, reason="Server Internal Error (CSeq Out Of Order)")
         outcome = self._ok(ctx, expires)
-        outcome.notifies.append(self._notify(sub, sub.local_cseq, state,
-                                             document if sub.status == ACTIVE else None))
-        log.info("SUBSCRIBE %s watcher=%s %s expires=%d call-id=%s",
+        if sub.event == WINFO:
+            outcome.notifies.append(self._winfo_full(sub, state))
+        else:
+            outcome.notifies.append(self._notify(sub, sub.local_cseq, state, document))
+            if expires == 0:
+                outcome.notifies += self.winfo_changed(
+                    sub.presence_domain, sub.presentity,
+                    [winfo.entry(sub, winfo.TIMEOUT, self.now(), TERMINATED)])
+        log.info("SUBSCRIBE %s %s watcher=%s %s expires=%d call-id=%s", sub.event,
                  sub.presentity, sub.watcher, "refresh" if expires else "unsubscribe",
                  expires, sub.call_id)
         return outcome
 
-    def _authorize(self, domain: str, event: str, presentity: str, watcher: str) -> tuple[str, str]:
-        if self.settings.auth == "none" or watcher == presentity:
-            return ACTIVE, ""
-        decided = self.store.watcher_status(domain, event, presentity, watcher)
-        if decided is None:
-            return PENDING, ""
-        return decided
-
     def _ok(self, ctx: Context, expires: int) -> Outcome:
         return reply(200, ("Expires", str(expires)), ("Contact", f"<{ctx.local_contact}>"))
 
+    # -- NOTIFY bodies --------------------------------------------------------
+
     def _notify(self, sub: Subscription, cseq: int, state: str,
                 document: bytes | None) -> Notify:
+        """A presence NOTIFY: the document as this watcher may see it."""
         if sub.status != ACTIVE:
             return build_notify(sub, cseq, state)
-        body = pidf.render(document, sub.presentity, sub.content_type)
+        body = pidf.render(document, sub.presentity, sub.content_type, sub.permissions)
         return build_notify(sub, cseq, state, sub.content_type, body)
+
+    def _winfo_full(self, sub: Subscription, state: str) -> Notify:
+        """A winfo NOTIFY with the presentity's whole watcher list."""
+        if sub.status != ACTIVE:
+            return build_notify(sub, sub.local_cseq, state)
+        now = self.now()
+        watchers = self.store.subscriptions_of(sub.presentity, PRESENCE, now,
+                                               sub.presence_domain)
+        entries = [winfo.entry(w, winfo.SUBSCRIBE, now) for w in watchers]
+        body = winfo.document(sub.presentity, sub.local_cseq - 1, True, entries)
+        return build_notify(sub, sub.local_cseq, state, winfo.WATCHERINFO, body)
 
     def fan_out(self, key: tuple[str, str, str]) -> list[Notify]:
         """NOTIFYs with the presentity's new document to its active
-        watchers; each format is rendered once, not once per watcher."""
+        watchers; each format and view is rendered once, not once per
+        watcher."""
         try:
             subs, document = self.store.watchers_to_notify(key, self.now())
         except StoreUnavailable as e:
             log.warning("watchers of %s not notified: %s", key[0], e)
             return []
         now = self.now()
-        bodies: dict[str, str] = {}
+        bodies: dict[tuple[str, int], str] = {}
         notifies = []
         for sub in subs:
-            body = bodies.get(sub.content_type)
+            view = (sub.content_type, sub.permissions)
+            body = bodies.get(view)
             if body is None:
-                body = bodies[sub.content_type] = pidf.render(document, sub.presentity,
-                                                              sub.content_type)
+                body = bodies[view] = pidf.render(document, sub.presentity, *view)
             state = subscription_state(ACTIVE, sub.expires_at - now)
             notifies.append(build_notify(sub, sub.local_cseq, state, sub.content_type, body))
         return notifies
 
+    def winfo_changed(self, domain: str, presentity: str, entries: list[winfo.WatcherEntry],
+                      known_watched: bool = False) -> list[Notify]:
+        """Partial watcher-info NOTIFYs to those who watch the presentity's
+        watcher list."""
+        try:
+            if not known_watched and not self.store.watched([(presentity, domain)], WINFO):
+                return []
+            subs, _ = self.store.watchers_to_notify((presentity, domain, WINFO), self.now())
+        except StoreUnavailable as e:
+            log.warning("watcher-info of %s not sent: %s", presentity, e)
+            return []
+        now = self.now()
+        return [build_notify(sub, sub.local_cseq, subscription_state(ACTIVE, sub.expires_at - now),
+                             winfo.WATCHERINFO,
+                             winfo.document(presentity, sub.local_cseq - 1, False, entries))
+                for sub in subs]
+
+    def _winfo_for_ended(self, subs: list[Subscription], event: str) -> list[Notify]:
+        """Watcher-info NOTIFYs about presence subscriptions that ended."""
+        notifies: list[Notify] = []
+        now = self.now()
+        groups: dict[tuple[str, str], list[winfo.WatcherEntry]] = {}
+        for sub in subs:
+            if sub.event == PRESENCE:
+                groups.setdefault((sub.presentity, sub.presence_domain), []).append(
+                    winfo.entry(sub, event, now, TERMINATED))
+        if not groups:
+            return notifies
+        try:
+            watched = self.store.watched(list(groups), WINFO)
+        except StoreUnavailable as e:
+            log.warning("watcher-info not sent: %s", e)
+            return notifies
+        for presentity, domain in watched:
+            notifies += self.winfo_changed(domain, presentity, groups[(presentity, domain)],
+                                           known_watched=True)
+        return notifies
+
+    # -- authorization changes ------------------------------------------------
+
+    def reauthorize(self, presentity: str) -> list[Notify]:
+        """Evaluate again every watcher of the presentity (its rules or
+        decisions changed) and tell those whose standing changed:
+        pending -> active, -> rejected, active -> deactivated (RFC 6665
+        allows no way back to pending), or a new view of the document."""
+        notifies: list[Notify] = []
+        now = self.now()
+        changes: dict[str, list[winfo.WatcherEntry]] = {}
+        for sub in self.store.subscriptions_of(presentity, PRESENCE, now):
+            new = self.authorizer.presence(sub.presence_domain, presentity, sub.watcher)
+            if (new.status, new.permissions) == (sub.status, sub.permissions) or \
+                    (new.status == PENDING and sub.status == PENDING):
+                continue
+            if new.status == TERMINATED or (new.status == PENDING and sub.status == ACTIVE):
+                reason = (new.reason or "rejected") if new.status == TERMINATED else "deactivated"
+                ended = self.store.end_subscription(sub)
+                if ended is None:
+                    continue  # changed meanwhile; whoever changed it told the watcher
+                notifies.append(build_notify(ended, ended.local_cseq,
+                                             subscription_state(TERMINATED, 0, reason)))
+                event = winfo.REJECTED if reason == "rejected" else winfo.DEACTIVATED
+                changes.setdefault(sub.presence_domain, []).append(
+                    winfo.entry(ended, event, now, TERMINATED))
+                log.info("watcher %s of %s: %s", sub.watcher, presentity, reason)
+                continue
+            moved = self.store.reauthorize_subscription(sub, new.status, new.permissions, now)
+            if moved is None:
+                continue
+            updated, document = moved
+            notifies.append(self._notify(updated, updated.local_cseq,
+                                         subscription_state(ACTIVE, updated.expires_at - now),
+                                         document))
+            if sub.status == PENDING:
+                changes.setdefault(sub.presence_domain, []).append(
+                    winfo.entry(updated, winfo.APPROVED, now))
+                log.info("watcher %s of %s: approved", sub.watcher, presentity)
+        for domain, entries in changes.items():
+            notifies += self.winfo_changed(domain, presentity, entries)
+        return notifies
+
     # -- answers to our NOTIFYs -------------------------------------------
 
-    def notify_answered(self, dialog: tuple[str, str, str], cseq: int, code: int) -> None:
+    def notify_answered(self, dialog: tuple[str, str, str], cseq: int,
+                        code: int) -> list[Notify]:
         if code < 200:
-            return
+            return []
         if code in (404, 481) or (code == 408 and not self.settings.ignore_408_on_notify):
             sub = self.store.drop_subscription(dialog, code)
-            if sub is not None:
-                log.info("subscription of %s to %s ended: NOTIFY answered %d (call-id=%s)",
-                         sub.watcher, sub.presentity, code, sub.call_id)
-            return
+            if sub is None:
+                return []
+            log.info("subscription of %s to %s ended: NOTIFY answered %d (call-id=%s)",
+                     sub.watcher, sub.presentity, code, sub.call_id)
+            return self._winfo_for_ended([sub], winfo.TIMEOUT)
         self.store.notify_answered(dialog, cseq, code, self.now())
+        return []
 
     # -- timers ---------------------------------------------------------
 
@@ -189,9 +306,13 @@ class Notifier:
             for _ in range(TIMER_MAX_BATCHES):
                 batch = self.store.claim_expired_subscriptions(self.now(), TIMER_BATCH)
                 for sub, document in batch:
-                    notifies.append(self._notify(sub, sub.local_cseq, state, document))
+                    if sub.event == WINFO:
+                        notifies.append(build_notify(sub, sub.local_cseq, state))
+                    else:
+                        notifies.append(self._notify(sub, sub.local_cseq, state, document))
                     log.info("subscription of %s to %s expired (call-id=%s)",
                              sub.watcher, sub.presentity, sub.call_id)
+                notifies += self._winfo_for_ended([s for s, _ in batch], winfo.TIMEOUT)
                 if len(batch) < TIMER_BATCH:
                     break
         except StoreUnavailable as e:
@@ -199,12 +320,13 @@ class Notifier:
             log.warning("subscription timer paused: %s", e)
         return notifies
 
-    def drop_unanswered(self) -> None:
+    def drop_unanswered(self) -> list[Notify]:
         """End subscriptions whose NOTIFY got no answer in notify_timeout
         (Timer F at the watcher's side of RFC 6665 4.2.2)."""
         if self.settings.ignore_408_on_notify:
-            return
+            return []
         before = self.now() - self.settings.notify_timeout
+        notifies: list[Notify] = []
         try:
             for _ in range(TIMER_MAX_BATCHES):
                 batch = self.store.claim_unanswered_subscriptions(before, TIMER_BATCH)
@@ -212,17 +334,31 @@ class Notifier:
                     log.info("subscription of %s to %s ended: NOTIFY unanswered for %ds"
                              " (call-id=%s)", sub.watcher, sub.presentity,
                              self.settings.notify_timeout, sub.call_id)
+                notifies += self._winfo_for_ended(batch, winfo.TIMEOUT)
                 if len(batch) < TIMER_BATCH:
                     break
         except StoreUnavailable as e:
             log.warning("unanswered-NOTIFY timer paused: %s", e)
+        return notifies
+
+    def refresh_rules(self) -> list[Notify]:
+        """Fetch again stale pres-rules from an external XCAP server and
+        re-evaluate the watchers of those that changed."""
+        notifies: list[Notify] = []
+        try:
+            for presentity in self.authorizer.refresh_stale_rules():
+                log.info("pres-rules of %s changed on the XCAP server", presentity)
+                notifies += self.reauthorize(presentity)
+        except StoreUnavailable as e:
+            log.warning("pres-rules refresh paused: %s", e)
+        return notifies
 
 
-def served_event(req: SipRequest) -> EventHeader | None:
+def served_event(req: SipRequest, served: tuple[str, ...]) -> EventHeader | None:
     """The request's one Event header (RFC 6665 8.2.1), if we serve it."""
     events = req.headers.get("event", [])
     event = parse_event(events[0]) if len(events) == 1 else None
-    return event if event is not None and event.package in SERVED_EVENTS else None
+    return event if event is not None and event.package in served else None
 
 
 def granted_expires(req: SipRequest, settings: Settings, maximum: int) -> int | Outcome:

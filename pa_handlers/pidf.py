@@ -18,6 +18,8 @@ from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
+from . import presrules, xmlsafe
+
 PIDF_NS = "urn:ietf:params:xml:ns:pidf"
 PIDF = "application/pidf+xml"
 CPIM_PIDF = "application/cpim-pidf+xml"
@@ -33,12 +35,6 @@ PRESENCE_FORMATS = (PIDF, CPIM_PIDF, XPIDF, "application/lpidf+xml", LPIDF)
 _SENT_AS = {"application/lpidf+xml": LPIDF}
 
 MAX_DOCUMENT_BYTES = 64 * 1024
-MAX_DEPTH = 32
-MAX_ELEMENTS = 5000
-
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                          dtd_validation=False, huge_tree=False, remove_comments=True,
-                          remove_pis=True, collect_ids=False)
 _TUPLE = f"{{{PIDF_NS}}}tuple"
 _NOTE = f"{{{PIDF_NS}}}note"
 _STATUS_BASIC = f"{{{PIDF_NS}}}status/{{{PIDF_NS}}}basic"
@@ -92,28 +88,16 @@ class Parts:
 
 
 def parse_publication(body: bytes, default_priority: float) -> Parts:
-    """Parse a published document as hostile input: bounded size and depth,
-    no DTD, no entities, no network.  Tuples whose <contact> has no
-    priority get `default_priority`."""
-    if len(body) > MAX_DOCUMENT_BYTES:
-        raise InvalidDocument("Document Too Large", code=413)
+    """Parse a published document as hostile input (see xmlsafe).  Tuples
+    whose <contact> has no priority get `default_priority`."""
     try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidDocument("Document Not UTF-8") from None
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise InvalidDocument("DTD Not Allowed")
-    try:
-        root = etree.fromstring(body, _PARSER)
-    except (etree.XMLSyntaxError, ValueError):
-        raise InvalidDocument("Document Not Well-Formed") from None
-    if root.getroottree().docinfo.internalDTD is not None:
-        raise InvalidDocument("DTD Not Allowed")
+        root = xmlsafe.parse(body, MAX_DOCUMENT_BYTES)
+    except xmlsafe.UnsafeXml as e:
+        raise InvalidDocument(e.reason, code=413 if e.too_large else 400) from None
     if root.tag != f"{{{PIDF_NS}}}presence":
         raise InvalidDocument("Not A PIDF Presence Document")
     if not root.get("entity"):
         raise InvalidDocument("PIDF Without Entity")
-    _check_shape(root)
 
     parts = Parts([], [], [])
     priority = qvalue(default_priority)
@@ -127,17 +111,6 @@ def parse_publication(body: bytes, default_priority: float) -> Parts:
         else:
             parts.extensions.append(_fragment(child))
     return parts
-
-
-def _check_shape(root) -> None:
-    count = 0
-    stack = [(root, 1)]
-    while stack:
-        element, depth = stack.pop()
-        count += 1
-        if depth > MAX_DEPTH or count > MAX_ELEMENTS:
-            raise InvalidDocument("Document Too Deep Or Too Large")
-        stack.extend((child, depth + 1) for child in element)
 
 
 def _tuple(element, default_priority: str) -> Tuple:
@@ -230,10 +203,15 @@ def closed_document(presentity: str) -> bytes:
 
 # -- rendering ------------------------------------------------------------------
 
-def render(document: bytes | None, presentity: str, content_type: str) -> str:
+def render(document: bytes | None, presentity: str, content_type: str,
+           permissions: int = presrules.EVERYTHING) -> str:
     """The NOTIFY body for a stored aggregate (empty or None: nothing
-    published) in the format the subscription negotiated."""
-    document = document or closed_document(presentity)
+    published) in the format the subscription negotiated, showing what the
+    watcher's permissions (RFC 5025 transformations) allow."""
+    if not document or permissions == presrules.NOTHING:
+        document = closed_document(presentity)
+    elif permissions != presrules.EVERYTHING:
+        document = _view(document, presentity, permissions)
     if content_type in (PIDF, CPIM_PIDF):
         return document.decode("utf-8")
     summary = _summary(document)
@@ -242,11 +220,31 @@ def render(document: bytes | None, presentity: str, content_type: str) -> str:
     return _lpidf(presentity, summary)
 
 
+DM_NS = "urn:ietf:params:xml:ns:pidf:data-model"
+
+
+@functools.lru_cache(maxsize=256)
+def _view(document: bytes, presentity: str, permissions: int) -> bytes:
+    """The aggregate with only what `permissions` allow: tuples and
+    presentity notes (services), <dm:person> (persons), <dm:device>
+    (devices); other extensions go with any permission."""
+    root = etree.fromstring(document, xmlsafe.PARSER)
+    allowed = {_TUPLE: presrules.SERVICES, _NOTE: presrules.SERVICES,
+               f"{{{DM_NS}}}person": presrules.PERSONS, f"{{{DM_NS}}}device": presrules.DEVICES}
+    for child in list(root):
+        if not permissions & allowed.get(child.tag, presrules.EVERYTHING):
+            root.remove(child)
+    if root.find(_TUPLE) is None:
+        root.insert(0, etree.fromstring(_CLOSED_TUPLE.replace(
+            "<tuple ", f'<tuple xmlns="{PIDF_NS}" ', 1)))
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
 @functools.lru_cache(maxsize=512)
 def _summary(document: bytes) -> tuple[tuple[str, str, str, str], ...]:
     """(id, basic, contact, priority) of each tuple of an aggregate we
     composed ourselves; cached, so a fan-out parses it once."""
-    root = etree.fromstring(document, _PARSER)
+    root = etree.fromstring(document, xmlsafe.PARSER)
     rows = []
     for t in root.iterfind(_TUPLE):
         contact = t.find(_CONTACT)

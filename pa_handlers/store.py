@@ -14,6 +14,7 @@ timeout or (on Galera) a certification failure.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import os
@@ -504,3 +505,144 @@ class Store:
                 s.local_cseq += 1
             return subs, self._documents(cur, [key]).get(key)
         return self.db.run(work, transaction=True)
+
+    # -- authorization: decisions, rules documents, re-evaluation ------------
+
+    def xcap_document(self, owner: str, auid: str) -> tuple[str, bytes, int] | None:
+        """(etag, body, fetched_at) of a stored or cached XCAP document."""
+        def work(cur):
+            cur.execute("SELECT etag, body, fetched_at FROM pa_xcap_document"
+                        " WHERE owner = %s AND auid = %s", (owner, auid))
+            return cur.fetchone()
+        return self.db.run(work)
+
+    def save_xcap_document(self, owner: str, auid: str, etag: str, body: bytes,
+                           now: int) -> None:
+        def work(cur):
+            cur.execute("INSERT INTO pa_xcap_document (owner, auid, etag, body, fetched_at)"
+                        " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE"
+                        " etag = VALUES(etag), body = VALUES(body), fetched_at = VALUES(fetched_at)",
+                        (owner, auid, etag, body, now))
+        self.db.run(work)
+
+    def touch_xcap_document(self, owner: str, auid: str, now: int) -> None:
+        def work(cur):
+            cur.execute("UPDATE pa_xcap_document SET fetched_at = %s WHERE owner = %s"
+                        " AND auid = %s", (now, owner, auid))
+        self.db.run(work)
+
+    def write_xcap_document(self, owner: str, auid: str, body: bytes | None, etag: str,
+                            allowed: Callable[[str | None], bool], now: int) -> str:
+        """Store (body) or delete (None) a document of the built-in XCAP
+        server if `allowed(current etag or None)`, atomically.  Returns
+        'created', 'replaced', 'deleted', 'missing' or 'precondition'."""
+        def work(cur):
+            cur.execute("SELECT etag FROM pa_xcap_document WHERE owner = %s AND auid = %s"
+                        " FOR UPDATE", (owner, auid))
+            row = cur.fetchone()
+            current = row[0] if row else None
+            if not allowed(current):
+                return "precondition"
+            if body is None:
+                if current is None:
+                    return "missing"
+                cur.execute("DELETE FROM pa_xcap_document WHERE owner = %s AND auid = %s",
+                            (owner, auid))
+                return "deleted"
+            cur.execute("INSERT INTO pa_xcap_document (owner, auid, etag, body, fetched_at)"
+                        " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE"
+                        " etag = VALUES(etag), body = VALUES(body), fetched_at = VALUES(fetched_at)",
+                        (owner, auid, etag, body, now))
+            return "created" if current is None else "replaced"
+        return self.db.run(work, transaction=True)
+
+    def stale_rule_owners(self, auid: str, before: int, limit: int) -> list[str]:
+        """Watched presentities whose rules copy is missing or older than
+        `before`."""
+        def work(cur):
+            cur.execute(
+                "SELECT DISTINCT s.presentity FROM pa_subscription s"
+                " LEFT JOIN pa_xcap_document x ON x.owner = s.presentity AND x.auid = %s"
+                " WHERE s.event = 'presence' AND (x.fetched_at IS NULL OR x.fetched_at < %s)"
+                " LIMIT %s", (auid, before, limit))
+            return [row[0] for row in cur.fetchall()]
+        return self.db.run(work)
+
+    def ha1(self, user: str, realm: str) -> str | None:
+        """The digest secret of a user from Kamailio's subscriber table."""
+        def work(cur):
+            cur.execute("SELECT ha1 FROM subscriber WHERE username = %s AND domain = %s",
+                        (user, realm))
+            row = cur.fetchone()
+            return row[0] if row else None
+        return self.db.run(work)
+
+    def subscriptions_of(self, presentity: str, event: str, now: int,
+                         domain: str | None = None) -> list[Subscription]:
+        """The live subscriptions to a presentity's event package."""
+        def work(cur):
+            cur.execute("SELECT " + _SUB_COLS + " FROM pa_subscription WHERE presentity = %s"
+                        " AND (%s IS NULL OR presence_domain = %s) AND event = %s"
+                        " AND expires_at > %s ORDER BY id", (presentity, domain, domain, event, now))
+            return [_subscription(row) for row in cur.fetchall()]
+        return self.db.run(work)
+
+    def reauthorize_subscription(self, sub: Subscription, status: str, permissions: int,
+                                 now: int) -> tuple[Subscription, bytes | None] | None:
+        """Move a subscription to a new status and permissions, if nobody did
+        since `sub` was read, reserving the CSeq of the NOTIFY that tells
+        the watcher; returns it with the document to send, or None."""
+        def work(cur):
+            changed = cur.execute(
+                "UPDATE pa_subscription SET status = %s, permissions = %s,"
+                " local_cseq = LAST_INSERT_ID(local_cseq + 1),"
+                " unanswered_since = COALESCE(unanswered_since, %s)"
+                " WHERE id = %s AND status = %s AND permissions = %s",
+                (status, permissions, now, sub.id, sub.status, sub.permissions))
+            if not changed:
+                return None
+            new = dataclasses.replace(sub, status=status, permissions=permissions,
+                                      local_cseq=cur.lastrowid)
+            key = (sub.presentity, sub.presence_domain, sub.event)
+            return new, self._documents(cur, [key]).get(key)
+        return self.db.run(work)
+
+    def end_subscription(self, sub: Subscription) -> Subscription | None:
+        """Remove a subscription the notifier ends, if it is still as read;
+        returns it with the CSeq of its final NOTIFY."""
+        def work(cur):
+            cur.execute("DELETE FROM pa_subscription WHERE id = %s AND status = %s"
+                        " AND permissions = %s RETURNING " + _SUB_COLS,
+                        (sub.id, sub.status, sub.permissions))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            ended = _subscription(row)
+            ended.local_cseq += 1
+            return ended
+        return self.db.run(work)
+
+    def document_and_watchers(self, key: tuple[str, str, str], winfo_event: str):
+        """The presentity's document and whether anyone watches its watcher
+        list, in one round trip (the new-subscription path needs both)."""
+        def work(cur):
+            cur.execute(
+                "SELECT (SELECT body FROM pa_document WHERE presentity = %s"
+                " AND presence_domain = %s AND event = %s),"
+                " EXISTS (SELECT 1 FROM pa_subscription WHERE presentity = %s"
+                " AND presence_domain = %s AND event = %s AND status = 'active')",
+                (*key, key[0], key[1], winfo_event))
+            body, watched = cur.fetchone()
+            return body, bool(watched)
+        return self.db.run(work)
+
+    def watched(self, pairs: list[tuple[str, str]], event: str) -> set[tuple[str, str]]:
+        """Which (presentity, domain) pairs have active subscriptions to
+        `event`: one round trip for a whole batch."""
+        def work(cur):
+            cur.execute("SELECT DISTINCT presentity, presence_domain FROM pa_subscription"
+                        " WHERE event = %s AND status = 'active' AND (presentity, presence_domain)"
+                        " IN (" + ", ".join(["(%s, %s)"] * len(pairs)) + ")",
+                        [event] + [v for pair in pairs for v in pair])
+            return {tuple(row) for row in cur.fetchall()}
+        return self.db.run(work) if pairs else set()

@@ -36,7 +36,7 @@ class Subscription:
     content_type: str
     status: str
     reason: str
-    version: int
+    permissions: int
     expires_at: int
     id: int | None = None
 

@@ -50,8 +50,10 @@ CREATE TABLE pa_subscription (
   content_type VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   status VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   reason VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',
-  -- presence.winfo document version (RFC 3858), per subscription.
-  version INT UNSIGNED NOT NULL DEFAULT 0,
+  -- What the watcher may see (RFC 5025 transformations): 1 tuples and
+  -- notes, 2 persons, 4 devices; 0 is the neutral document of polite-block.
+  -- (A presence.winfo document's version is the NOTIFY's CSeq minus one.)
+  permissions TINYINT UNSIGNED NOT NULL DEFAULT 7,
   expires_at INT UNSIGNED NOT NULL,
   -- Send time of the oldest NOTIFY not yet answered; a subscription whose
   -- NOTIFY stays unanswered past notify_timeout is ended (RFC 6665 4.2.2).
@@ -120,15 +122,17 @@ CREATE TABLE pa_watcher (
   PRIMARY KEY (presentity, watcher, presence_domain, event)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
--- XCAP documents (pres-rules) of the built-in XCAP server and the cache of
--- documents fetched from an external one.
+-- XCAP documents (pres-rules) of the built-in XCAP server, or the cache of
+-- those fetched from an external one (body '' when it has none).
 CREATE TABLE pa_xcap_document (
   owner VARCHAR(255) NOT NULL,
   auid VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
-  etag VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  etag VARCHAR(128) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   body MEDIUMBLOB NOT NULL,
+  -- When it was stored (built-in) or last confirmed by the server (cache).
   fetched_at INT UNSIGNED NOT NULL,
-  PRIMARY KEY (owner, auid)
+  PRIMARY KEY (owner, auid),
+  KEY by_age (fetched_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 INSERT INTO pa_schema (version) VALUES (1);

@@ -5,6 +5,7 @@ front of MariaDB that a test can cut to simulate a database outage."""
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import random
 import select
@@ -71,6 +72,12 @@ class ScratchDatabase:
             cur.execute(sql, args)
             return list(cur.fetchall())
 
+    def add_subscriber(self, user: str, domain: str, password: str) -> None:
+        """A SIP user in Kamailio's subscriber table (digest credentials)."""
+        ha1 = hashlib.md5(f"{user}:{domain}:{password}".encode()).hexdigest()
+        self.query("REPLACE INTO subscriber (username, domain, password, ha1, ha1b)"
+                   " VALUES (%s, %s, %s, %s, '')", (user, domain, password, ha1))
+
     def clear(self) -> None:
         with self.connect() as conn, conn.cursor() as cur:
             for table in ("pa_subscription", "pa_publication", "pa_document", "pa_watcher",
@@ -91,7 +98,8 @@ def apply_schema(database: str) -> None:
     Kamailio's own tables for the registrar of the sample config."""
     paths = sorted(glob.glob(os.path.join(ROOT, "sql", "*.sql")))
     paths += [os.path.join(KAMAILIO_SQL, name) for name in ("standard-create.sql",
-                                                             "usrloc-create.sql")]
+                                                             "usrloc-create.sql",
+                                                             "auth_db-create.sql")]
     for path in paths:
         with open(path, "rb") as f:
             subprocess.run(_mysql_client() + [database], stdin=f, check=True)

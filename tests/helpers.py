@@ -33,6 +33,30 @@ def pidf_body(presentity: str, tuple_id: str, basic: str, *, contact: str | None
             f"{note_el}{extra}</presence>").encode()
 
 
+def xcap(base: str, method: str, path: str, *, user: str | None = None,
+         password: str | None = None, body: bytes | None = None,
+         content_type: str = "application/auth-policy+xml", headers=None):
+    """An HTTP request to an XCAP server, answering its digest challenge;
+    returns (status, headers, body) whatever the status."""
+    import urllib.error
+    import urllib.request
+    handlers = []
+    if user is not None:
+        passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+        passwords.add_password(None, base, user, password)
+        handlers.append(urllib.request.HTTPDigestAuthHandler(passwords))
+    opener = urllib.request.build_opener(*handlers)
+    request = urllib.request.Request(base + path, data=body, method=method,
+                                     headers=dict(headers or {}))
+    if body is not None:
+        request.add_header("Content-Type", content_type)
+    try:
+        with opener.open(request, timeout=5) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
 def wait_until(predicate, timeout: float = 5.0, interval: float = 0.1):
     """Poll until predicate() is truthy; return its value or fail."""
     deadline = time.monotonic() + timeout

@@ -7,6 +7,7 @@ that a bug in the presence agent's SIP handling cannot hide in both.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import queue
 import random
@@ -126,6 +127,8 @@ class SipUA:
         # How to answer NOTIFYs: a status code, None for silence, or a
         # function of the NOTIFY returning either.
         self.notify_answer = 200
+        # (user, password) to answer 401/407 digest challenges with.
+        self.credentials: tuple[str, str] | None = None
         self.requests: "queue.Queue[Message]" = queue.Queue()
         self._responses: dict[tuple[str, int], "queue.Queue[Message]"] = {}
         self._notifies: dict[str, list[Message]] = {}
@@ -232,15 +235,43 @@ class SipUA:
         except queue.Empty:
             raise TimeoutError(f"no response to CSeq {cseq} of {call_id}") from None
 
+    def authorization(self, challenge: Message, method: str, ruri: str) -> tuple[str, str] | None:
+        """The header answering a 401/407 digest challenge (RFC 2617, MD5,
+        qop=auth), or None without credentials."""
+        if self.credentials is None or challenge.status not in (401, 407):
+            return None
+        name = "www-authenticate" if challenge.status == 401 else "proxy-authenticate"
+        params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge.get(name) or ""))
+        user, password = self.credentials
+        md5 = lambda s: hashlib.md5(s.encode()).hexdigest()  # noqa: E731
+        ha1 = md5(f"{user}:{params['realm']}:{password}")
+        ha2 = md5(f"{method}:{ruri}")
+        cnonce = rand()
+        response = md5(f"{ha1}:{params['nonce']}:00000001:{cnonce}:auth:{ha2}")
+        value = (f'Digest username="{user}", realm="{params["realm"]}", '
+                 f'nonce="{params["nonce"]}", uri="{ruri}", response="{response}", '
+                 f'algorithm=MD5, qop=auth, nc=00000001, cnonce="{cnonce}"')
+        if "opaque" in params:
+            value += f', opaque="{params["opaque"]}"'
+        return ("Authorization" if challenge.status == 401 else "Proxy-Authorization", value)
+
     def request(self, method: str, ruri: str, headers=(), body: bytes = b"", *,
                 to: str | None = None, timeout: float = 5.0, contact: bool = True) -> Message:
-        """An out-of-dialog request; returns its final response."""
+        """An out-of-dialog request; returns its final response (after
+        answering a digest challenge when the UA has credentials)."""
         call_id = f"{rand()}@{self.host}"
-        cseq = next(self._cseq)
-        self.send_raw(self.build(method, ruri, call_id=call_id,
-                                 from_=f"<{self.aor}>;tag={rand()}", to=to or f"<{ruri}>",
-                                 cseq=cseq, headers=headers, body=body, contact=contact))
-        return self.wait_response(call_id, cseq, timeout)
+        from_ = f"<{self.aor}>;tag={rand()}"
+        extra: list = []
+        while True:
+            cseq = next(self._cseq)
+            self.send_raw(self.build(method, ruri, call_id=call_id, from_=from_,
+                                     to=to or f"<{ruri}>", cseq=cseq,
+                                     headers=list(headers) + extra, body=body, contact=contact))
+            response = self.wait_response(call_id, cseq, timeout)
+            answer = None if extra else self.authorization(response, method, ruri)
+            if answer is None:
+                return response
+            extra = [answer]
 
     def register(self, aor: str | None = None, expires: int | None = 60,
                  contact: str | None = None, q: str | None = None, headers=(),
@@ -259,11 +290,18 @@ class SipUA:
         hdrs = [("Contact", contact_value)]
         if expires is not None:
             hdrs.append(("Expires", str(expires)))
-        host = aor.split("@", 1)[1]
-        self.send_raw(self.build("REGISTER", f"sip:{host}", call_id=self._reg_call_id,
-                                 from_=f"<{aor}>;tag={rand()}", to=f"<{aor}>", cseq=cseq,
-                                 headers=hdrs + list(headers), contact=False))
-        return self.wait_response(self._reg_call_id, cseq, timeout)
+        ruri = f"sip:{aor.split('@', 1)[1]}"
+        extra: list = []
+        while True:
+            self.send_raw(self.build("REGISTER", ruri, call_id=self._reg_call_id,
+                                     from_=f"<{aor}>;tag={rand()}", to=f"<{aor}>", cseq=cseq,
+                                     headers=hdrs + list(headers) + extra, contact=False))
+            response = self.wait_response(self._reg_call_id, cseq, timeout)
+            answer = None if extra else self.authorization(response, "REGISTER", ruri)
+            if answer is None:
+                return response
+            extra = [answer]
+            cseq = next(self._cseq)
 
     # -- subscriptions --------------------------------------------------
 
@@ -274,6 +312,11 @@ class SipUA:
                         event, 1)
         dialog.target = ruri or presentity
         response = self._send_subscribe(dialog, expires, headers, ruri or presentity, timeout)
+        answer = self.authorization(response, "SUBSCRIBE", ruri or presentity)
+        if answer is not None:
+            dialog.cseq += 1
+            response = self._send_subscribe(dialog, expires, list(headers) + [answer],
+                                            ruri or presentity, timeout)
         if 200 <= response.status < 300:
             dialog.remote_tag = response.tag("to")
             contact = response.get("contact")

@@ -81,6 +81,29 @@ def test_implicit_auth_lets_a_presentity_watch_itself(make_agent):
     assert "Subscription-State: active" in out.notifies[0].headers
 
 
+def test_winfo_auth_none_lets_anyone_watch_the_watchers(make_agent):
+    p = f"u{rand()}@example.com"
+    winfo = subscribe(p, extra="Accept: application/watcherinfo+xml\r\n").replace(
+        b"Event: presence", b"Event: presence.winfo")
+    assert make_agent(winfo_auth="implicit").handle_subscription(
+        winfo, CTX, "registrar").reply.code == 403
+    out = make_agent(winfo_auth="none").handle_subscription(winfo, CTX, "registrar")
+    assert out.reply.code == 200
+    assert "application/watcherinfo+xml" in out.notifies[0].headers
+
+
+def test_implicit_decisions_are_kept_and_reevaluated(make_agent, database):
+    agent = make_agent(auth="implicit")
+    p = f"u{rand()}@example.com"
+    out = agent.handle_subscription(subscribe(p, call_id=rand()), CTX, "registrar")
+    assert "pending" in out.notifies[0].headers
+    database.query("INSERT INTO pa_watcher (presentity, watcher, presence_domain, event, status,"
+                   " updated_at) VALUES (%s, 'alice@example.com', 'registrar', 'presence',"
+                   " 'active', 0)", (p,))
+    [approved] = agent.notifier.reauthorize(p)
+    assert "Subscription-State: active" in approved.headers and "<presence" in approved.body
+
+
 def test_rejected_watcher_gets_403(make_agent, database):
     presentity = f"u{rand()}@example.com"
     database.query("INSERT INTO pa_watcher (presentity, watcher, presence_domain, event, status,"
@@ -137,7 +160,7 @@ def test_timer_sweeps_only_every_timer_interval(make_agent):
     agent.clock = lambda: now[0]
     calls = []
     agent.notifier.expire_subscriptions = lambda: calls.append(now[0]) or []
-    agent.notifier.drop_unanswered = lambda: None
+    agent.notifier.drop_unanswered = lambda: []
     for t in range(1000, 1025):
         now[0] = float(t)
         agent.on_timer()

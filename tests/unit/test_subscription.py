@@ -10,7 +10,7 @@ def _sub(route_set="", event_id=""):
         remote_target="sip:alice@10.0.0.1:5062", route_set=route_set,
         local_contact="sip:10.0.0.9:5060;transport=udp", socket="udp:10.0.0.9:5060", received="",
         remote_cseq=1, local_cseq=1, content_type="application/pidf+xml", status="active",
-        reason="", version=0, expires_at=0)
+        reason="", permissions=7, expires_at=0)
 
 
 def test_no_route_set_goes_to_the_remote_target():

@@ -1,0 +1,165 @@
+"""Who may watch whom: the `auth` and `winfo_auth` settings.
+
+auth none      every watcher is active and sees everything.
+auth implicit  a new watcher is pending until the presentity decides
+               (its decision is kept in pa_watcher); a presentity may
+               always watch itself.
+auth xcap      the presentity's pres-rules document decides (RFC 5025):
+               from the built-in XCAP server (documents in the database)
+               or, when pa_domain names one, an external XCAP server whose
+               documents are cached with their entity-tags and fetched
+               again after auth_rules_refresh_time.
+
+A failure to learn the rules never lets a watcher in: without rules the
+answer is pending (RFC 5025 confirm).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import urllib.parse
+from typing import Callable
+
+from . import presrules
+from .config import Settings
+from .store import Store
+from .subscription import ACTIVE, PENDING, TERMINATED
+from .xcap_client import XcapClient, XcapUnavailable
+
+log = logging.getLogger("pa.authorization")
+
+PRES_RULES = "pres-rules"
+
+
+@dataclasses.dataclass(frozen=True)
+class Authorization:
+    status: str
+    reason: str = ""
+    permissions: int = presrules.EVERYTHING
+
+
+ACTIVE_ALL = Authorization(ACTIVE)
+WAIT = Authorization(PENDING)
+REJECTED = Authorization(TERMINATED, "rejected", presrules.NOTHING)
+
+
+def document_path(template: str, presentity: str) -> str:
+    """Where a presentity's pres-rules live on an XCAP server: the template
+    with {xui} (sip:user@domain), {user} and {domain} filled in."""
+    user, _, domain = presentity.rpartition("@")
+    return template.format(xui="sip:" + presentity, user=user, domain=domain)
+
+
+def path_pattern(template: str) -> re.Pattern:
+    """A regular expression matching the template's paths, capturing the
+    placeholders."""
+    pattern, last = "", 0
+    for m in re.finditer(r"\{(xui|user|domain)\}", template):
+        pattern += re.escape(template[last:m.start()]) + f"(?P<{m.group(1)}>[^/]+)"
+        last = m.end()
+    return re.compile("^" + pattern + re.escape(template[last:]) + "$")
+
+
+def owner_of(match: re.Match) -> str | None:
+    """The presentity (user@domain) a path matched by path_pattern names."""
+    fields = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
+    if "xui" in fields:
+        xui = fields["xui"]
+        scheme, colon, rest = xui.partition(":")
+        if not colon or scheme.lower() not in ("sip", "sips") or "@" not in rest:
+            return None
+        user, _, domain = rest.partition("@")
+        return f"{user}@{domain.lower()}"
+    if fields.get("user") and fields.get("domain"):
+        return f"{fields['user']}@{fields['domain'].lower()}"
+    return None
+
+
+class Authorizer:
+    def __init__(self, settings: Settings, store: Store, clock: Callable[[], float]):
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.client = XcapClient(settings.pa_domain, settings.xcap_timeout) \
+            if settings.pa_domain else None
+
+    def presence(self, domain: str, presentity: str, watcher: str) -> Authorization:
+        s = self.settings
+        if s.auth == "none" or watcher == presentity:
+            return ACTIVE_ALL
+        if s.auth == "implicit":
+            decided = self.store.watcher_status(domain, "presence", presentity, watcher)
+            if decided is None or decided[0] == PENDING:
+                return WAIT
+            if decided[0] == ACTIVE:
+                return ACTIVE_ALL
+            return Authorization(TERMINATED, decided[1] or "rejected", presrules.NOTHING)
+        return self.by_rules(presentity, watcher, self.rules_of(presentity))
+
+    def by_rules(self, presentity: str, watcher: str, body: bytes | None) -> Authorization:
+        if not body:
+            return WAIT
+        try:
+            rules = presrules.parse_rules(body)
+        except presrules.InvalidRules as e:
+            log.warning("pres-rules of %s unusable (%s): watchers wait", presentity, e.reason)
+            return WAIT
+        decision = presrules.evaluate(rules, watcher, self.clock())
+        if decision.sub_handling == presrules.ALLOW:
+            return Authorization(ACTIVE, permissions=decision.permissions)
+        if decision.sub_handling == presrules.POLITE_BLOCK:
+            # Looks active to the watcher, and shows it nothing (RFC 5025 3.2.1).
+            return Authorization(ACTIVE, permissions=presrules.NOTHING)
+        if decision.sub_handling == presrules.BLOCK:
+            return REJECTED
+        return WAIT
+
+    def winfo(self, presentity: str, watcher: str) -> Authorization:
+        if self.settings.winfo_auth == "none" or watcher == presentity:
+            return ACTIVE_ALL
+        return REJECTED
+
+    # -- the rules documents ----------------------------------------------
+
+    def rules_of(self, presentity: str) -> bytes | None:
+        """The presentity's pres-rules document, b"" or None when it has none."""
+        cached = self.store.xcap_document(presentity, PRES_RULES)
+        if self.client is None:
+            return cached[1] if cached else None
+        if cached and self.clock() - cached[2] < self.settings.auth_rules_refresh_time:
+            return cached[1]
+        return self._fetch(presentity, cached)
+
+    def _fetch(self, presentity: str, cached) -> bytes | None:
+        now = int(self.clock())
+        try:
+            fetched = self.client.fetch(document_path(self.settings.xcap_document_path,
+                                                      presentity),
+                                        cached[0] if cached else "")
+        except XcapUnavailable as e:
+            # The last rules the presentity gave still stand; without any,
+            # its watchers wait.
+            log.warning("pres-rules of %s not fetched: %s", presentity, e)
+            return cached[1] if cached else None
+        if fetched.status == 304 and cached:
+            self.store.touch_xcap_document(presentity, PRES_RULES, now)
+            return cached[1]
+        body = fetched.body if fetched.status == 200 else b""
+        self.store.save_xcap_document(presentity, PRES_RULES, fetched.etag, body, now)
+        return body
+
+    def refresh_stale_rules(self, limit: int = 50) -> list[str]:
+        """Fetch again the rules of watched presentities whose copy is older
+        than auth_rules_refresh_time; returns those whose rules changed."""
+        if self.client is None or self.settings.auth != "xcap":
+            return []
+        before = int(self.clock()) - self.settings.auth_rules_refresh_time
+        changed = []
+        for presentity in self.store.stale_rule_owners(PRES_RULES, before, limit):
+            cached = self.store.xcap_document(presentity, PRES_RULES)
+            old = cached[1] if cached else b""
+            if (self._fetch(presentity, cached) or b"") != (old or b""):
+                changed.append(presentity)
+        return changed

@@ -1,0 +1,163 @@
+"""The built-in XCAP server (RFC 4825, whole documents): each user keeps
+its pres-rules document here, so no separate XCAP product is needed.
+
+GET, PUT and DELETE of `xcap_document_path` (by default
+/xcap-root/pres-rules/users/sip:alice@example.com/index), with entity-tags
+and conditional requests (If-Match, If-None-Match).  Only the owner may
+read or change its rules: with xcap_auth 'digest' the request must prove
+the owner's SIP credentials (Kamailio's subscriber table); 'none' trusts
+everyone (only for networks where something in front authenticates).
+
+A change re-evaluates at once every watcher of the owner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import secrets
+from typing import Callable
+
+from . import presrules
+from .authorization import PRES_RULES, owner_of, path_pattern
+from .config import Settings
+from .digest import Digest
+from .messages import Notify
+from .store import Store
+
+log = logging.getLogger("pa.xcap")
+
+XCAP_ERROR = "application/xcap-error+xml"
+ERROR_NS = "urn:ietf:params:xml:ns:xcap-error"
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str
+    headers: dict[str, str]    # lower-case names
+    body: bytes = b""
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpReply:
+    code: int
+    reason: str
+    content_type: str = ""
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _error(code: int, reason: str, *headers: tuple[str, str]) -> HttpReply:
+    return HttpReply(code, reason, headers=headers)
+
+
+def _conflict(condition: str) -> HttpReply:
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<xcap-error xmlns="{ERROR_NS}">'
+            f"<{condition}/></xcap-error>\n").encode()
+    return HttpReply(409, "Conflict", XCAP_ERROR, body)
+
+
+def _etags(value: str | None) -> set[str]:
+    return {t.strip().strip('"') for t in (value or "").split(",") if t.strip()}
+
+
+def _allowed(headers: dict[str, str]):
+    """The If-Match / If-None-Match precondition as a test of the current
+    entity-tag (None: no document)."""
+    if_match, if_none_match = _etags(headers.get("if-match")), _etags(headers.get("if-none-match"))
+
+    def allowed(current: str | None) -> bool:
+        if if_match and (current is None or not ("*" in if_match or current in if_match)):
+            return False
+        if if_none_match and current is not None and ("*" in if_none_match
+                                                      or current in if_none_match):
+            return False
+        return True
+    return allowed
+
+
+class XcapServer:
+    def __init__(self, settings: Settings, store: Store, clock: Callable[[], float],
+                 reauthorize: Callable[[str], list[Notify]]):
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.reauthorize = reauthorize
+        self.pattern = path_pattern(settings.xcap_document_path)
+        secret = settings.xcap_nonce_secret or f"pa-xcap:{settings.db_url.password}:" \
+            f"{settings.db_url.database}"
+        self.digest = Digest(hashlib.sha256(secret.encode()).digest())
+
+    def handle(self, req: HttpRequest) -> tuple[HttpReply, list[Notify]]:
+        match = self.pattern.match(req.path.partition("?")[0])
+        owner = owner_of(match) if match else None
+        if owner is None:
+            return _error(404, "Not Found"), []
+        if req.method not in ("GET", "PUT", "DELETE"):
+            return _error(405, "Method Not Allowed", ("Allow", "GET, PUT, DELETE")), []
+        denied = self._authenticate(req, owner)
+        if denied is not None:
+            return denied, []
+        if req.method == "GET":
+            return self._get(req, owner), []
+        if req.method == "PUT":
+            return self._put(req, owner)
+        return self._delete(req, owner)
+
+    def _authenticate(self, req: HttpRequest, owner: str) -> HttpReply | None:
+        if self.settings.xcap_auth == "none":
+            return None
+        realm = owner.rpartition("@")[2]
+        user, stale = self.digest.verify(req.headers.get("authorization"), req.method, realm,
+                                         self.store.ha1, self.clock())
+        if user is None:
+            return _error(401, "Unauthorized",
+                          ("WWW-Authenticate", self.digest.challenge(realm, self.clock(), stale)))
+        if f"{user}@{realm}" != owner:
+            log.info("XCAP %s of %s refused to %s@%s", req.method, owner, user, realm)
+            return _error(403, "Forbidden")
+        return None
+
+    def _get(self, req: HttpRequest, owner: str) -> HttpReply:
+        doc = self.store.xcap_document(owner, PRES_RULES)
+        if doc is None or not doc[1]:
+            return _error(404, "Not Found")
+        etag, body, _ = doc
+        if etag in _etags(req.headers.get("if-none-match")):
+            return _error(304, "Not Modified", ("ETag", f'"{etag}"'))
+        return HttpReply(200, "OK", presrules.CONTENT_TYPE, body, (("ETag", f'"{etag}"'),))
+
+    def _put(self, req: HttpRequest, owner: str) -> tuple[HttpReply, list[Notify]]:
+        media = req.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != presrules.CONTENT_TYPE:
+            return _error(415, "Unsupported Media Type"), []
+        try:
+            presrules.parse_rules(req.body)
+        except presrules.InvalidRules as e:
+            if e.too_large:
+                return _error(413, "Request Entity Too Large"), []
+            well_formed = e.reason not in ("Document Not Well-Formed", "Document Not UTF-8",
+                                           "DTD Not Allowed")
+            return _conflict("schema-validation-error" if well_formed else "not-well-formed"), []
+        etag = secrets.token_urlsafe(12)
+        result = self.store.write_xcap_document(owner, PRES_RULES, req.body, etag,
+                                                _allowed(req.headers), int(self.clock()))
+        if result == "precondition":
+            return _error(412, "Precondition Failed"), []
+        log.info("XCAP pres-rules of %s %s", owner, result)
+        reply = HttpReply(201 if result == "created" else 200,
+                          "Created" if result == "created" else "OK",
+                          headers=(("ETag", f'"{etag}"'),))
+        return reply, self.reauthorize(owner)
+
+    def _delete(self, req: HttpRequest, owner: str) -> tuple[HttpReply, list[Notify]]:
+        result = self.store.write_xcap_document(owner, PRES_RULES, None, "",
+                                                _allowed(req.headers), int(self.clock()))
+        if result == "precondition":
+            return _error(412, "Precondition Failed"), []
+        if result == "missing":
+            return _error(404, "Not Found"), []
+        log.info("XCAP pres-rules of %s deleted", owner)
+        return HttpReply(200, "OK"), self.reauthorize(owner)

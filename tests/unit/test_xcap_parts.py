@@ -1,0 +1,85 @@
+import hashlib
+
+from lxml import etree
+
+from pa_handlers import pidf, winfo
+from pa_handlers.authorization import document_path, owner_of, path_pattern
+from pa_handlers.digest import Digest
+from pa_handlers.presrules import DEVICES, NOTHING, PERSONS, SERVICES
+
+TEMPLATE = "/xcap-root/pres-rules/users/{xui}/index"
+
+
+def test_document_path_and_its_pattern_agree():
+    path = document_path(TEMPLATE, "alice@example.com")
+    assert path == "/xcap-root/pres-rules/users/sip:alice@example.com/index"
+    assert owner_of(path_pattern(TEMPLATE).match(path)) == "alice@example.com"
+    encoded = "/xcap-root/pres-rules/users/sip%3Aalice%40EXAMPLE.com/index"
+    assert owner_of(path_pattern(TEMPLATE).match(encoded)) == "alice@example.com"
+    assert path_pattern(TEMPLATE).match("/xcap-root/resource-lists/users/sip:a@b/index") is None
+    split = "/rules/{domain}/{user}.xml"
+    assert owner_of(path_pattern(split).match("/rules/example.com/bob.xml")) == "bob@example.com"
+
+
+def _md5(s):
+    return hashlib.md5(s.encode()).hexdigest()
+
+
+def _answer(challenge, user, password, method, uri, realm="example.com"):
+    nonce = challenge.split('nonce="')[1].split('"')[0]
+    ha1 = _md5(f"{user}:{realm}:{password}")
+    response = _md5(f"{ha1}:{nonce}:00000001:c0ffee:auth:{_md5(f'{method}:{uri}')}")
+    return (f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
+            f'response="{response}", qop=auth, nc=00000001, cnonce="c0ffee", algorithm=MD5')
+
+
+def test_digest_accepts_the_right_password_only():
+    digest = Digest(b"secret")
+    ha1s = {("alice", "example.com"): _md5("alice:example.com:pw")}
+    lookup = lambda u, r: ha1s.get((u, r))  # noqa: E731
+    challenge = digest.challenge("example.com", 1000)
+    good = _answer(challenge, "alice", "pw", "GET", "/x")
+    assert digest.verify(good, "GET", "example.com", lookup, 1000) == ("alice", False)
+    assert digest.verify(_answer(challenge, "alice", "nope", "GET", "/x"), "GET", "example.com",
+                         lookup, 1000) == (None, False)
+    # The method is part of the proof; the realm must be the one asked for.
+    assert digest.verify(good, "PUT", "example.com", lookup, 1000)[0] is None
+    assert digest.verify(good, "GET", "example.org", lookup, 1000)[0] is None
+    # An expired nonce is stale, not a wrong password; a forged one is refused.
+    assert digest.verify(good, "GET", "example.com", lookup, 1000 + 301) == (None, True)
+    assert Digest(b"other").verify(good, "GET", "example.com", lookup, 1000)[0] is None
+    assert digest.verify(None, "GET", "example.com", lookup, 1000) == (None, False)
+
+
+def _aggregate():
+    dm = "urn:ietf:params:xml:ns:pidf:data-model"
+    doc = (f'<presence xmlns="{pidf.PIDF_NS}" xmlns:dm="{dm}" entity="sip:bob@x">'
+           '<tuple id="t"><status><basic>open</basic></status></tuple><note>hi</note>'
+           '<dm:person id="p"/><dm:device id="d"/></presence>').encode()
+    return pidf.compose("bob@x", [pidf.parse_publication(doc, 0.5)])
+
+
+def _children(body: str):
+    return [etree.QName(c).localname for c in etree.fromstring(body.encode())]
+
+
+def test_views_show_only_what_permissions_allow():
+    doc = _aggregate()
+    assert _children(pidf.render(doc, "bob@x", pidf.PIDF, SERVICES | PERSONS | DEVICES)) == \
+        ["tuple", "note", "person", "device"]
+    assert _children(pidf.render(doc, "bob@x", pidf.PIDF, PERSONS)) == ["tuple", "person"]
+    only_devices = pidf.render(doc, "bob@x", pidf.PIDF, DEVICES)
+    assert _children(only_devices) == ["tuple", "device"] and "pa-closed" in only_devices
+    neutral = pidf.render(doc, "bob@x", pidf.PIDF, NOTHING)
+    assert neutral == pidf.closed_document("bob@x").decode()
+
+
+def test_watcherinfo_document():
+    entries = [winfo.WatcherEntry("w1", "sip:alice@x", "pending", "subscribe", 'A "B"', 60)]
+    root = etree.fromstring(winfo.document("bob@x", 3, False, entries).encode())
+    assert (root.get("version"), root.get("state")) == ("3", "partial")
+    wl = root.find(f"{{{winfo.WINFO_NS}}}watcher-list")
+    assert (wl.get("resource"), wl.get("package")) == ("sip:bob@x", "presence")
+    w = wl.find(f"{{{winfo.WINFO_NS}}}watcher")
+    assert (w.get("id"), w.get("status"), w.get("event"), w.get("display-name"), w.text) == \
+        ("w1", "pending", "subscribe", 'A "B"', "sip:alice@x")
