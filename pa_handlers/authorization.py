@@ -140,9 +140,13 @@ class Authorizer:
                                         cached[0] if cached else "")
         except XcapUnavailable as e:
             # The last rules the presentity gave still stand; without any,
-            # its watchers wait.
+            # its watchers wait, and an empty copy dated long ago makes the
+            # timer try again.
             log.warning("pres-rules of %s not fetched: %s", presentity, e)
-            return cached[1] if cached else None
+            if cached:
+                return cached[1]
+            self.store.save_xcap_document(presentity, PRES_RULES, "", b"", 0)
+            return None
         if fetched.status == 304 and cached:
             self.store.touch_xcap_document(presentity, PRES_RULES, now)
             return cached[1]

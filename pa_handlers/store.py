@@ -557,14 +557,15 @@ class Store:
         return self.db.run(work, transaction=True)
 
     def stale_rule_owners(self, auid: str, before: int, limit: int) -> list[str]:
-        """Watched presentities whose rules copy is missing or older than
-        `before`."""
+        """Watched presentities whose copy of the rules is older than
+        `before`, oldest first (through the copies' age index, not a scan of
+        the subscriptions)."""
         def work(cur):
             cur.execute(
-                "SELECT DISTINCT s.presentity FROM pa_subscription s"
-                " LEFT JOIN pa_xcap_document x ON x.owner = s.presentity AND x.auid = %s"
-                " WHERE s.event = 'presence' AND (x.fetched_at IS NULL OR x.fetched_at < %s)"
-                " LIMIT %s", (auid, before, limit))
+                "SELECT x.owner FROM pa_xcap_document x WHERE x.fetched_at < %s"
+                " AND x.auid = %s AND EXISTS (SELECT 1 FROM pa_subscription s"
+                " WHERE s.presentity = x.owner AND s.event = 'presence')"
+                " ORDER BY x.fetched_at LIMIT %s", (before, auid, limit))
             return [row[0] for row in cur.fetchall()]
         return self.db.run(work)
 

@@ -164,3 +164,19 @@ def test_a_dead_server_lets_nobody_in(database, watcher, presentity):
         assert "not fetched" in k.log()
     finally:
         k.cleanup()
+
+
+def test_rules_that_could_not_be_fetched_are_fetched_again(server, watcher, presentity):
+    """The server fails the first fetch (too slow); the timer tries again
+    later and the waiting watcher is let in once the rules arrive."""
+    server.documents[path(presentity)] = ("v1", ruleset("allow"))
+    server.delay = 5.0
+    try:
+        a = watcher("frank")
+        r, d = a.subscribe(presentity, timeout=10)
+        assert a.wait_notify(d.call_id).subscription_state()[0] == "pending"
+    finally:
+        server.delay = 0.0
+    # The per-process pause after a failure is 10 s; refresh time 2 s.
+    n = a.wait_notify(d.call_id, 2, timeout=20)
+    assert n.subscription_state()[0] == "active"
