@@ -80,6 +80,16 @@ def _entry(failure_code=None):
     return wrap
 
 
+# NOTIFYs in flight, in Kamailio's shared memory (module htable): the
+# sending node's view of its NOTIFY transactions, like tm's own.
+IN_FLIGHT = "pa_notify"
+
+
+def _in_flight_key(dialog, cseq) -> str:
+    # Call-IDs and tags hold no spaces (RFC 3261 25.1).
+    return "%s %s %s %s" % (cseq, *dialog)
+
+
 def _message() -> bytes:
     try:
         return KSR.pv.get("$mb").encode("utf-8")
@@ -106,6 +116,7 @@ class PresenceAgentKemi:
         self._agent = None
         self._pid = None
         self._local_sockets = {}
+        self._tracking = not settings.ignore_408_on_notify
 
     @property
     def agent(self) -> PresenceAgent:
@@ -168,15 +179,30 @@ class PresenceAgentKemi:
 
     @_entry()
     def handle_notify_reply(self, msg=None):
-        """Call from the reply route: records answers to our NOTIFYs."""
+        """Call from the reply route: the answers to our NOTIFYs."""
         if KSR.pv.get("$rm") != "NOTIFY":
             return 1
         code = int(KSR.pv.get("$rs"))
-        cseq = int(KSR.pv.get("$cs"))
+        if code < 200:
+            return 1
         # Our NOTIFY's From tag is our tag, its To tag the watcher's.
         dialog = (KSR.pv.get("$ci"), KSR.pv.get("$ft"), KSR.pv.get("$tt"))
-        for notify in self.agent.handle_notify_reply(dialog, cseq, code):
-            self._send_notify(notify)
+        if self._tracking:
+            KSR.htable.sht_rm(IN_FLIGHT, _in_flight_key(dialog, KSR.pv.get("$cs")))
+        if code >= 300:
+            for notify in self.agent.handle_notify_reply(dialog, code):
+                self._send_notify(notify)
+        return 1
+
+    @_entry()
+    def on_htable_event(self, msg=None, evname=None):
+        """htable's expiry of a NOTIFY in flight: it went unanswered."""
+        if evname not in (None, "htable:expired:" + IN_FLIGHT):
+            return 1
+        _, call_id, local_tag, remote_tag = KSR.pv.get("$shtrecord(key)").split(" ")
+        # Runs under htable's lock of this slot: send, but track nothing.
+        for notify in self.agent.handle_notify_unanswered((call_id, local_tag, remote_tag)):
+            self._send_notify(notify, track=False)
         return 1
 
     @_entry()
@@ -217,13 +243,20 @@ class PresenceAgentKemi:
         for notify in outcome.notifies:
             self._send_notify(notify)
 
-    def _send_notify(self, notify):
+    def _send_notify(self, notify, track=True):
         socket = notify.socket if self._is_local(notify.socket) else ""
         rc = KSR.tm.t_uac_send("NOTIFY", notify.ruri, notify.nexthop, socket,
                                notify.headers, notify.body)
         if rc < 0:
             log.warning("NOTIFY to %s (call-id=%s cseq=%d) could not be sent",
                         notify.ruri, notify.call_id, notify.cseq)
+        elif track and self._tracking:
+            # In flight until its answer; htable reports it if none comes.
+            if KSR.htable.sht_setxi(IN_FLIGHT, _in_flight_key(notify.dialog, notify.cseq), 0,
+                                    self.settings.notify_timeout) < 0:
+                log.error("htable %s missing: unanswered NOTIFYs go unnoticed; define it as"
+                          " kamailio.cfg.sample does", IN_FLIGHT)
+                self._tracking = False
 
     def _is_local(self, socket):
         """Whether this node listens on `socket` (another node may have

@@ -56,12 +56,20 @@ class PresenceAgent:
         return self._guard_event("handle_binding_expired", domain,
                                  lambda: self.registrations.binding_expired(domain, aor, key))
 
-    def handle_notify_reply(self, dialog: tuple[str, str, str], cseq: int,
-                            code: int) -> list[Notify]:
+    def handle_notify_reply(self, dialog: tuple[str, str, str], code: int) -> list[Notify]:
+        """A final answer to one of our NOTIFYs."""
         try:
-            return self.notifier.notify_answered(dialog, cseq, code)
+            return self.notifier.notify_answered(dialog, code)
         except StoreUnavailable as e:
             log.warning("answer %d to NOTIFY (call-id=%s) not recorded: %s", code, dialog[0], e)
+            return []
+
+    def handle_notify_unanswered(self, dialog: tuple[str, str, str]) -> list[Notify]:
+        """A NOTIFY that got no answer within notify_timeout."""
+        try:
+            return self.notifier.notify_unanswered(dialog)
+        except StoreUnavailable as e:
+            log.warning("unanswered NOTIFY (call-id=%s) not handled: %s", dialog[0], e)
             return []
 
     def handle_xcap(self, req: HttpRequest) -> tuple[HttpReply, list[Notify]]:
@@ -84,7 +92,6 @@ class PresenceAgent:
         self._next_sweep = now + self.settings.timer_interval
         notifies = self.notifier.expire_subscriptions()
         notifies += self.compositor.expire_publications(self.registrations.on_expiry)
-        notifies += self.notifier.drop_unanswered()
         notifies += self.notifier.refresh_rules()
         return notifies
 

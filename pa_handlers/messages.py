@@ -32,8 +32,12 @@ class Notify:
     socket: str
     headers: str
     body: str
-    call_id: str
+    dialog: tuple[str, str, str]     # Call-ID, our tag, the watcher's tag
     cseq: int
+
+    @property
+    def call_id(self) -> str:
+        return self.dialog[0]
 
 
 @dataclasses.dataclass

@@ -281,19 +281,29 @@ class Notifier:
 
     # -- answers to our NOTIFYs -------------------------------------------
 
-    def notify_answered(self, dialog: tuple[str, str, str], cseq: int,
-                        code: int) -> list[Notify]:
-        if code < 200:
+    def notify_answered(self, dialog: tuple[str, str, str], code: int) -> list[Notify]:
+        """A final answer to one of our NOTIFYs.  A success costs nothing;
+        481 and 404 (and 408) mean the watcher is gone (RFC 6665 4.2.2)."""
+        if code < 300:
             return []
         if code in (404, 481) or (code == 408 and not self.settings.ignore_408_on_notify):
-            sub = self.store.drop_subscription(dialog, code)
-            if sub is None:
-                return []
-            log.info("subscription of %s to %s ended: NOTIFY answered %d (call-id=%s)",
-                     sub.watcher, sub.presentity, code, sub.call_id)
-            return self._winfo_for_ended([sub], winfo.TIMEOUT)
-        self.store.notify_answered(dialog, cseq, code, self.now())
+            return self._watcher_gone(dialog, f"NOTIFY answered {code}")
+        self.store.notify_failed(dialog, code)
         return []
+
+    def notify_unanswered(self, dialog: tuple[str, str, str]) -> list[Notify]:
+        """A NOTIFY got no answer within notify_timeout (Timer F)."""
+        if self.settings.ignore_408_on_notify:
+            return []
+        return self._watcher_gone(dialog, "NOTIFY unanswered")
+
+    def _watcher_gone(self, dialog: tuple[str, str, str], why: str) -> list[Notify]:
+        sub = self.store.drop_subscription(dialog)
+        if sub is None:
+            return []
+        log.info("subscription of %s to %s ended: %s (call-id=%s)",
+                 sub.watcher, sub.presentity, why, sub.call_id)
+        return self._winfo_for_ended([sub], winfo.TIMEOUT)
 
     # -- timers ---------------------------------------------------------
 
@@ -318,27 +328,6 @@ class Notifier:
         except StoreUnavailable as e:
             # Nothing is lost: unclaimed rows wait for the next sweep.
             log.warning("subscription timer paused: %s", e)
-        return notifies
-
-    def drop_unanswered(self) -> list[Notify]:
-        """End subscriptions whose NOTIFY got no answer in notify_timeout
-        (Timer F at the watcher's side of RFC 6665 4.2.2)."""
-        if self.settings.ignore_408_on_notify:
-            return []
-        before = self.now() - self.settings.notify_timeout
-        notifies: list[Notify] = []
-        try:
-            for _ in range(TIMER_MAX_BATCHES):
-                batch = self.store.claim_unanswered_subscriptions(before, TIMER_BATCH)
-                for sub in batch:
-                    log.info("subscription of %s to %s ended: NOTIFY unanswered for %ds"
-                             " (call-id=%s)", sub.watcher, sub.presentity,
-                             self.settings.notify_timeout, sub.call_id)
-                notifies += self._winfo_for_ended(batch, winfo.TIMEOUT)
-                if len(batch) < TIMER_BATCH:
-                    break
-        except StoreUnavailable as e:
-            log.warning("unanswered-NOTIFY timer paused: %s", e)
         return notifies
 
     def refresh_rules(self) -> list[Notify]:

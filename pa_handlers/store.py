@@ -22,9 +22,6 @@ import secrets
 import time
 from typing import Callable, Iterable, TypeVar
 
-import pymysql
-import pymysql.err
-
 from .config import DatabaseUrl
 from .subscription import COLUMNS as SUBSCRIPTION_COLUMNS, Subscription
 
@@ -39,6 +36,37 @@ _RETRY_CODES = {1205, 1213, 1180, 1181, 1047, 1317}
 # Server errors that mean the connection or the server is going away.
 _GONE_CODES = {1053, 1077, 1078, 1079, 1080, 1152, 1153, 1927, 4031}
 _RETRIES = 3
+
+
+class _Driver:
+    """The MySQL client library: mysqlclient (MySQLdb, C) when installed,
+    for it costs a fraction of the CPU per query of PyMySQL (pure Python),
+    else PyMySQL.  Both speak DB-API 2 with the same parameter style and
+    server error codes.  PA_DB_DRIVER=pymysql forces PyMySQL."""
+
+    def __init__(self):
+        module = None
+        if os.environ.get("PA_DB_DRIVER", "mysqldb") != "pymysql":
+            try:
+                import MySQLdb as module
+            except ImportError:
+                module = None
+        if module is None:
+            import pymysql as module
+        self.name = module.__name__
+        self.connect = module.connect
+        self.Error = module.MySQLError
+        self.OperationalError = module.OperationalError
+        self.InterfaceError = module.InterfaceError
+
+    def ping(self, conn) -> None:
+        if self.name == "pymysql":
+            conn.ping(reconnect=False)
+        else:
+            conn.ping()
+
+
+DRIVER = _Driver()
 
 
 class StoreUnavailable(Exception):
@@ -60,27 +88,29 @@ class Database:
         self.timeout = timeout
         self.pause = pause
         self.clock = clock
-        self._conn: pymysql.connections.Connection | None = None
+        self._conn: object | None = None
         self._pid = 0
         self._failed_at: float | None = None
         self._used_at = 0.0
 
-    def _connect(self) -> pymysql.connections.Connection:
+    def _connect(self) -> object:
         now = self.clock()
         if self._failed_at is not None and now - self._failed_at < self.pause:
             # Fail fast for a moment after a failure, so that an outage costs
             # each request microseconds, not a connect timeout.
             raise StoreUnavailable("database unavailable (recent failure)")
+        # Whole seconds: what both drivers (and the C client) accept.
+        seconds = max(1, round(self.timeout))
+        where = {"unix_socket": self.url.unix_socket} if self.url.unix_socket else {}
         try:
-            conn = pymysql.connect(
+            conn = DRIVER.connect(
                 host=self.url.host, port=self.url.port, user=self.url.user,
-                password=self.url.password, database=self.url.database,
-                unix_socket=self.url.unix_socket, charset="utf8mb4",
-                autocommit=True, connect_timeout=max(1, int(self.timeout)),
-                read_timeout=self.timeout, write_timeout=self.timeout,
+                password=self.url.password, database=self.url.database, charset="utf8mb4",
+                autocommit=True, connect_timeout=seconds, read_timeout=seconds,
+                write_timeout=seconds,
                 init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-            )
-        except pymysql.err.MySQLError as e:
+                **where)
+        except DRIVER.Error as e:
             self._failed_at = now
             raise StoreUnavailable(f"cannot connect to {self.url.redacted()}: {e}") from None
         self._failed_at = None
@@ -88,7 +118,7 @@ class Database:
         self._used_at = now
         return conn
 
-    def connection(self) -> pymysql.connections.Connection:
+    def connection(self) -> object:
         # Never use a connection inherited across fork(): Kamailio forks its
         # children after mod_init, and a shared socket would mix their queries.
         if self._conn is None or self._pid != os.getpid():
@@ -97,8 +127,8 @@ class Database:
             # An idle connection may have died with a database restart; a
             # ping now is cheaper than failing the request it would carry.
             try:
-                self._conn.ping(reconnect=False)
-            except pymysql.err.MySQLError:
+                DRIVER.ping(self._conn)
+            except DRIVER.Error:
                 self.discard()
                 self._conn = self._connect()
         return self._conn
@@ -111,19 +141,19 @@ class Database:
             except Exception:
                 pass
 
-    def run(self, work: Callable[[pymysql.cursors.Cursor], T], transaction: bool = False) -> T:
+    def run(self, work: Callable[[object], T], transaction: bool = False) -> T:
         for attempt in range(_RETRIES):
             conn = self.connection()
             try:
                 with conn.cursor() as cur:
                     if transaction:
-                        conn.begin()
+                        cur.execute("START TRANSACTION")
                     result = work(cur)
                     if transaction:
                         conn.commit()
                 self._used_at = self.clock()
                 return result
-            except pymysql.err.OperationalError as e:
+            except DRIVER.OperationalError as e:
                 code = e.args[0] if e.args else 0
                 if code in _RETRY_CODES:
                     self._rollback(conn)
@@ -135,7 +165,7 @@ class Database:
                     # Connection lost, timed out, or the server is going away.
                     self._failed_at = self.clock()
                 raise StoreUnavailable(f"database error: {e}") from None
-            except (pymysql.err.InterfaceError, OSError) as e:
+            except (DRIVER.InterfaceError, OSError) as e:
                 self.discard()
                 self._failed_at = self.clock()
                 raise StoreUnavailable(f"database connection lost: {e}") from None
@@ -152,6 +182,10 @@ class Database:
 
 
 _SUB_COLS = ", ".join(SUBSCRIPTION_COLUMNS)
+_INSERT_COLS = [c for c in SUBSCRIPTION_COLUMNS if c != "id"]
+_INSERT_SUBSCRIPTION = ("INSERT INTO pa_subscription (" + ", ".join(_INSERT_COLS)
+                        + ", created_at) VALUES (" + ", ".join(["%s"] * (len(_INSERT_COLS) + 1))
+                        + ")")
 _SUB_COLS_S = ", ".join("s." + c for c in SUBSCRIPTION_COLUMNS)
 _N_SUB = len(SUBSCRIPTION_COLUMNS)
 _DIALOG = "call_id = %s AND local_tag = %s AND remote_tag = %s"
@@ -217,15 +251,10 @@ class Store:
     def add_subscription(self, sub: Subscription, now: int) -> None:
         """Store a new subscription whose first NOTIFY (local_cseq) is
         about to be sent."""
-        values = [getattr(sub, c) for c in SUBSCRIPTION_COLUMNS if c != "id"]
-        cols = [c for c in SUBSCRIPTION_COLUMNS if c != "id"]
+        values = [getattr(sub, c) for c in _INSERT_COLS] + [now]
 
         def work(cur):
-            cur.execute(
-                "INSERT INTO pa_subscription (" + ", ".join(cols)
-                + ", unanswered_since, created_at) VALUES ("
-                + ", ".join(["%s"] * (len(cols) + 2)) + ")",
-                values + [now, now])
+            cur.execute(_INSERT_SUBSCRIPTION, values)
             sub.id = cur.lastrowid
         self.db.run(work)
 
@@ -241,10 +270,9 @@ class Store:
                 "UPDATE pa_subscription SET expires_at = %s,"
                 " remote_target = COALESCE(%s, remote_target),"
                 " content_type = COALESCE(%s, content_type),"
-                " remote_cseq = %s, local_cseq = LAST_INSERT_ID(local_cseq + 1),"
-                " unanswered_since = COALESCE(unanswered_since, %s)"
+                " remote_cseq = %s, local_cseq = LAST_INSERT_ID(local_cseq + 1)"
                 " WHERE " + _DIALOG + " AND event = %s AND event_id = %s AND remote_cseq < %s",
-                (expires_at, remote_target, content_type, remote_cseq, now,
+                (expires_at, remote_target, content_type, remote_cseq,
                  *dialog, event, event_id, remote_cseq))
             cseq = cur.lastrowid if changed else None
             cur.execute(
@@ -284,18 +312,15 @@ class Store:
             return DialogResult.OK, sub, docs.get((sub.presentity, sub.presence_domain, sub.event))
         return self.db.run(work)
 
-    def notify_answered(self, dialog: tuple[str, str, str], cseq: int, code: int, now: int) -> None:
-        """Record a final answer to a NOTIFY.  Once the newest NOTIFY is
-        answered nothing is outstanding; an answer to an older one means a
-        newer one is still in flight, so the clock restarts from now."""
+    def notify_failed(self, dialog: tuple[str, str, str], code: int) -> None:
+        """Record an answer to a NOTIFY that was not a success but does not
+        end the subscription (for operators looking at a watcher)."""
         def work(cur):
-            cur.execute(
-                "UPDATE pa_subscription SET last_notify_code = %s,"
-                " unanswered_since = IF(local_cseq <= %s, NULL, %s) WHERE " + _DIALOG,
-                (code, cseq, now, *dialog))
+            cur.execute("UPDATE pa_subscription SET last_notify_code = %s WHERE " + _DIALOG,
+                        (code, *dialog))
         self.db.run(work)
 
-    def drop_subscription(self, dialog: tuple[str, str, str], code: int) -> Subscription | None:
+    def drop_subscription(self, dialog: tuple[str, str, str]) -> Subscription | None:
         """End a subscription whose NOTIFY failed (481, 404, 408)."""
         def work(cur):
             cur.execute("DELETE FROM pa_subscription WHERE " + _DIALOG + " RETURNING " + _SUB_COLS,
@@ -321,19 +346,6 @@ class Store:
             for s in subs:
                 s.local_cseq += 1
             return [(s, docs.get((s.presentity, s.presence_domain, s.event))) for s in subs]
-        return self.db.run(work, transaction=True)
-
-    def claim_unanswered_subscriptions(self, before: int, limit: int) -> list[Subscription]:
-        """Remove subscriptions whose NOTIFY has gone unanswered since
-        `before` (the watcher is gone: RFC 6665 4.2.2, Timer F)."""
-        def work(cur):
-            cur.execute(
-                "SELECT " + _SUB_COLS + " FROM pa_subscription WHERE unanswered_since <= %s"
-                " ORDER BY unanswered_since LIMIT %s FOR UPDATE SKIP LOCKED", (before, limit))
-            subs = [_subscription(row) for row in cur.fetchall()]
-            if subs:
-                self._delete_ids(cur, [s.id for s in subs])
-            return subs
         return self.db.run(work, transaction=True)
 
     @staticmethod
@@ -498,9 +510,8 @@ class Store:
             if not subs:
                 return [], None
             ids = [s.id for s in subs]
-            cur.execute("UPDATE pa_subscription SET local_cseq = local_cseq + 1,"
-                        " unanswered_since = COALESCE(unanswered_since, %s)"
-                        " WHERE id IN (" + ", ".join(["%s"] * len(ids)) + ")", [now] + ids)
+            cur.execute("UPDATE pa_subscription SET local_cseq = local_cseq + 1"
+                        " WHERE id IN (" + ", ".join(["%s"] * len(ids)) + ")", ids)
             for s in subs:
                 s.local_cseq += 1
             return subs, self._documents(cur, [key]).get(key)
@@ -596,10 +607,9 @@ class Store:
         def work(cur):
             changed = cur.execute(
                 "UPDATE pa_subscription SET status = %s, permissions = %s,"
-                " local_cseq = LAST_INSERT_ID(local_cseq + 1),"
-                " unanswered_since = COALESCE(unanswered_since, %s)"
+                " local_cseq = LAST_INSERT_ID(local_cseq + 1)"
                 " WHERE id = %s AND status = %s AND permissions = %s",
-                (status, permissions, now, sub.id, sub.status, sub.permissions))
+                (status, permissions, sub.id, sub.status, sub.permissions))
             if not changed:
                 return None
             new = dataclasses.replace(sub, status=status, permissions=permissions,

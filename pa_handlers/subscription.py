@@ -92,4 +92,4 @@ def build_notify(sub: Subscription, cseq: int, state: str,
         lines.append(f"Content-Type: {content_type}")
     return Notify(ruri=ruri, nexthop=nexthop, socket=sub.socket,
                   headers="\r\n".join(lines) + "\r\n", body=body,
-                  call_id=sub.call_id, cseq=cseq)
+                  dialog=sub.dialog, cseq=cseq)

@@ -55,16 +55,14 @@ CREATE TABLE pa_subscription (
   -- (A presence.winfo document's version is the NOTIFY's CSeq minus one.)
   permissions TINYINT UNSIGNED NOT NULL DEFAULT 7,
   expires_at INT UNSIGNED NOT NULL,
-  -- Send time of the oldest NOTIFY not yet answered; a subscription whose
-  -- NOTIFY stays unanswered past notify_timeout is ended (RFC 6665 4.2.2).
-  unanswered_since INT UNSIGNED NULL,
+  -- The last answer to a NOTIFY that was not a success (NULL: all went
+  -- well).  NOTIFYs in flight are tracked by the sending node, like its
+  -- transactions, in Kamailio's shared memory (htable pa_notify).
   last_notify_code SMALLINT UNSIGNED NULL,
   created_at INT UNSIGNED NOT NULL,
   UNIQUE KEY dialog (call_id, local_tag, remote_tag),
   KEY by_presentity (presentity, presence_domain, event),
-  KEY by_watcher (watcher),
-  KEY by_expiry (expires_at),
-  KEY by_unanswered (unanswered_since)
+  KEY by_expiry (expires_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- One row per publication (RFC 3903): a PUBLISHed document of one

@@ -117,25 +117,28 @@ def test_ignore_408_on_notify_keeps_the_subscription(make_agent, database):
     agent = make_agent(ignore_408_on_notify=True)
     call_id = rand()
     agent.handle_subscription(subscribe(call_id=call_id), CTX, "registrar")
-    agent.handle_notify_reply((call_id, "ourtag", "wt"), 1, 408)
+    agent.handle_notify_reply((call_id, "ourtag", "wt"), 408)
+    agent.handle_notify_unanswered((call_id, "ourtag", "wt"))
     assert database.query("SELECT last_notify_code FROM pa_subscription WHERE call_id = %s",
                           (call_id,)) == [(408,)]
-    agent.handle_notify_reply((call_id, "ourtag", "wt"), 1, 481)
+    agent.handle_notify_reply((call_id, "ourtag", "wt"), 481)
     assert database.query("SELECT 1 FROM pa_subscription WHERE call_id = %s", (call_id,)) == []
 
 
-def test_an_answer_to_an_older_notify_keeps_the_newest_outstanding(make_agent, database):
+def test_answers_to_notify(make_agent, database):
+    """A success writes nothing; a failure that leaves the watcher in place
+    is recorded; an unanswered NOTIFY ends the subscription."""
     agent = make_agent()
     call_id = rand()
     agent.handle_subscription(subscribe(call_id=call_id), CTX, "registrar")
-    agent.handle_subscription(subscribe(call_id=call_id, to_tag="ourtag", cseq=2), CTX, "registrar")
-    agent.handle_notify_reply((call_id, "ourtag", "wt"), 1, 200)
-    [(since,)] = database.query("SELECT unanswered_since FROM pa_subscription WHERE call_id = %s",
-                                (call_id,))
-    assert since is not None
-    agent.handle_notify_reply((call_id, "ourtag", "wt"), 2, 200)
-    assert database.query("SELECT unanswered_since FROM pa_subscription WHERE call_id = %s",
-                          (call_id,)) == [(None,)]
+    dialog = (call_id, "ourtag", "wt")
+    row = "SELECT last_notify_code FROM pa_subscription WHERE call_id = %s"
+    agent.handle_notify_reply(dialog, 200)
+    assert database.query(row, (call_id,)) == [(None,)]
+    agent.handle_notify_reply(dialog, 500)
+    assert database.query(row, (call_id,)) == [(500,)]
+    agent.handle_notify_unanswered(dialog)
+    assert database.query(row, (call_id,)) == []
 
 
 def test_an_unexpected_failure_is_a_logged_500(make_agent, caplog):
@@ -160,7 +163,6 @@ def test_timer_sweeps_only_every_timer_interval(make_agent):
     agent.clock = lambda: now[0]
     calls = []
     agent.notifier.expire_subscriptions = lambda: calls.append(now[0]) or []
-    agent.notifier.drop_unanswered = lambda: []
     for t in range(1000, 1025):
         now[0] = float(t)
         agent.on_timer()

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import settings
-from harness import ROOT, Kamailio
+from harness import ROOT, Kamailio, free_port
 from helpers import PIDF_NS, pidf, pidf_body, tuples
 from sipua import SipUA
 
@@ -160,7 +160,7 @@ def test_an_independent_client_registers(kamailio, ua, presentity, tmp_path):
     user = presentity[4:].split("@")[0]
     result = subprocess.run(
         ["sipp", "-sf", os.path.join(ROOT, "tests", "sipp", "register.xml"), "-s", user,
-         "-m", "1", "-i", "127.0.0.1", "-p", "0", "-timeout", "10s", "-timeout_error",
+         "-m", "1", "-i", "127.0.0.1", "-p", str(free_port()), "-timeout", "10s", "-timeout_error",
          "-nostdin", f"127.0.0.1:{kamailio.port}"],
         cwd=tmp_path, capture_output=True, timeout=30)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from harness import ROOT
+from harness import ROOT, free_port
 
 SCENARIO = os.path.join(ROOT, "tests", "sipp", "subscribe.xml")
 
@@ -16,7 +16,7 @@ def test_sipp_watchers_subscribe_and_get_notified(kamailio, tmp_path, database):
     calls = 40
     result = subprocess.run(
         ["sipp", "-sf", SCENARIO, "-s", "sippbuddy", "-m", str(calls), "-r", "20",
-         "-l", "20", "-i", "127.0.0.1", "-p", "0", "-timeout", "30s", "-timeout_error",
+         "-l", "20", "-i", "127.0.0.1", "-p", str(free_port()), "-timeout", "30s", "-timeout_error",
          "-trace_err", "-error_file", str(tmp_path / "errors.log"), "-nostdin",
          f"127.0.0.1:{kamailio.port}"],
         cwd=tmp_path, capture_output=True, timeout=60)

@@ -241,8 +241,16 @@ def test_answered_notify_keeps_the_subscription(ua, presentity, database):
     ua.wait_notify(d.call_id)
     time.sleep(4.5)  # past notify_timeout
     assert len(rows(database, d)) == 1
-    assert database.query("SELECT unanswered_since, last_notify_code FROM pa_subscription"
-                          " WHERE call_id = %s", (d.call_id,)) == [(None, 200)]
+    assert database.query("SELECT last_notify_code FROM pa_subscription"
+                          " WHERE call_id = %s", (d.call_id,)) == [(None,)]
+
+
+def test_notify_answered_with_another_error_is_recorded_not_fatal(ua, presentity, database):
+    ua.notify_answer = 500
+    _, d = ua.subscribe(presentity)
+    ua.wait_notify(d.call_id)
+    wait_until(lambda: database.query("SELECT last_notify_code FROM pa_subscription"
+                                      " WHERE call_id = %s", (d.call_id,)) == [(500,)])
 
 
 # -- transports and malformed requests -------------------------------------
