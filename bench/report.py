@@ -1,0 +1,281 @@
+"""From the raw results of every repetition to what people read: the
+summary (median and min-max of every number over the repetitions, and the
+ours/native ratio taken per repetition), a printed table, results.json,
+chart.png and RESULTS.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+
+# One row of the table: (id, benchmark, metric, path into a repetition's
+# record after the target, number format).  The ceiling column of B1 shows
+# B0: the same SUBSCRIBE answered statelessly.
+ROWS = [
+    ("B1.rate", "B1 new subscriptions", "max rate (dialogs/s)", ("B1", "best_rate"), "{:.0f}"),
+    ("B1.cpu", "B1 new subscriptions", "CPU s / 1000 dialogs, at max rate", ("B1", "cpu_per_1000"), "{:.3g}"),
+    ("B1.cpu_common", "B1 new subscriptions", "CPU s / 1000 dialogs, both at {rate}/s",
+     ("B1", "cpu_per_1000_common"), "{:.3g}"),
+    ("B2.200.p50", "B2 fan-out, 200 watchers", "PUBLISH -> last NOTIFY p50 (ms)", ("B2", "200", "p50_ms"), "{:.1f}"),
+    ("B2.200.p99", "B2 fan-out, 200 watchers", "PUBLISH -> last NOTIFY p99 (ms)", ("B2", "200", "p99_ms"), "{:.1f}"),
+    ("B2.200.nps", "B2 fan-out, 200 watchers", "NOTIFYs/s", ("B2", "200", "notifies_per_s"), "{:.0f}"),
+    ("B2.200.cpu", "B2 fan-out, 200 watchers", "CPU s / 1000 NOTIFYs", ("B2", "200", "cpu_per_1000"), "{:.3g}"),
+    ("B2.1000.p50", "B2 fan-out, 1000 watchers", "PUBLISH -> last NOTIFY p50 (ms)", ("B2", "1000", "p50_ms"), "{:.1f}"),
+    ("B2.1000.p99", "B2 fan-out, 1000 watchers", "PUBLISH -> last NOTIFY p99 (ms)", ("B2", "1000", "p99_ms"), "{:.1f}"),
+    ("B2.1000.nps", "B2 fan-out, 1000 watchers", "NOTIFYs/s", ("B2", "1000", "notifies_per_s"), "{:.0f}"),
+    ("B2.1000.cpu", "B2 fan-out, 1000 watchers", "CPU s / 1000 NOTIFYs", ("B2", "1000", "cpu_per_1000"), "{:.3g}"),
+    ("B3.rate", "B3 publications", "max rate (PUBLISH+refresh/s)", ("B3", "best_rate"), "{:.0f}"),
+    ("B3.cpu", "B3 publications", "CPU s / 1000 PUBLISH+refresh, at max rate", ("B3", "cpu_per_1000"), "{:.3g}"),
+    ("B3.cpu_common", "B3 publications", "CPU s / 1000 PUBLISH+refresh, both at {rate}/s",
+     ("B3", "cpu_per_1000_common"), "{:.3g}"),
+    ("FLAT.1000", "flatness (ours, B1)", "CPU s / 1000 dialogs, 1 000 stored", ("FLAT", "1000", "cpu_per_1000"), "{:.3g}"),
+    ("FLAT.100000", "flatness (ours, B1)", "CPU s / 1000 dialogs, 100 000 stored", ("FLAT", "100000", "cpu_per_1000"), "{:.3g}"),
+    ("FLAT.ratio", "flatness (ours, B1)", "100 000 / 1 000 (flat: <= 1.10)", ("FLAT", "ratio"), "{:.3f}"),
+]
+# Where the ceiling column of a row comes from (target "ceiling", benchmark B0).
+CEILING = {"B1.rate": ("B0", "best_rate"), "B1.cpu": ("B0", "cpu_per_1000")}
+COLUMNS = ("ours", "native", "ceiling", "ours/native")
+
+
+def _capped(record: dict, target: str, path: tuple) -> bool:
+    """Whether a rate search stopped at --max-rate without a failing step."""
+    outcome = record.get(path[0], {}).get(target)
+    return isinstance(outcome, dict) and path[-1] == "best_rate" and bool(outcome.get("capped"))
+
+
+def _get(record: dict, target: str, path: tuple):
+    node = record.get(path[0], {}).get(target)
+    for key in path[1:]:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node if isinstance(node, (int, float)) else None
+
+
+def stats(values: list) -> dict | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values), "values": values}
+
+
+def summarize(results: dict) -> dict:
+    repeats = results.get("repeats", [])
+    summary = {}
+    for row_id, _, _, path, _ in ROWS:
+        cells = {}
+        for target in ("ours", "native"):
+            cells[target] = stats([_get(r, target, path) for r in repeats])
+            if cells[target] and any(_capped(r, target, path) for r in repeats):
+                cells[target]["capped"] = True
+        if row_id in CEILING:
+            cells["ceiling"] = stats([_get(r, "ceiling", CEILING[row_id]) for r in repeats])
+            if cells["ceiling"] and any(_capped(r, "ceiling", CEILING[row_id]) for r in repeats):
+                cells["ceiling"]["capped"] = True
+        ratios = []
+        for r in repeats:
+            o, n = _get(r, "ours", path), _get(r, "native", path)
+            ratios.append(o / n if o is not None and n else None)
+        cells["ours/native"] = stats(ratios)
+        if row_id.endswith(".cpu_common"):
+            # The common rate may differ between repetitions: its median.
+            cells["rate"] = stats([_get(r, "ours", (path[0], "common_rate")) for r in repeats])
+        summary[row_id] = cells
+    summary["B0.rate"] = {"ceiling": stats([_get(r, "ceiling", ("B0", "best_rate")) for r in repeats])}
+    summary["B0.cpu"] = {"ceiling": stats([_get(r, "ceiling", ("B0", "cpu_per_1000")) for r in repeats])}
+    return summary
+
+
+def _cell(s: dict | None, fmt: str) -> str:
+    if s is None:
+        return "-"
+    # ">=": the search reached --max-rate and never failed.
+    text = (">=" if s.get("capped") else "") + fmt.format(s["median"])
+    if s["n"] > 1:
+        text += f" [{fmt.format(s['min'])}-{fmt.format(s['max'])}]"
+    return text
+
+
+def table_rows(summary: dict) -> list[list[str]]:
+    rows = []
+    for row_id, bench, metric, _, fmt in ROWS:
+        cells = summary[row_id]
+        if not any(cells.get(c) for c in COLUMNS):
+            continue  # not measured in this run (--only, --targets)
+        if "{rate}" in metric:
+            metric = metric.format(rate=f"{cells['rate']['median']:g}" if cells.get("rate") else "?")
+        rows.append([bench, metric] + [
+            _cell(cells.get(c), "{:.2f}" if c == "ours/native" else fmt) for c in COLUMNS])
+    return rows
+
+
+HEADER = ["benchmark", "metric", "ours", "native", "ceiling (B0)", "ours/native"]
+
+
+def text_table(summary: dict) -> str:
+    rows = [HEADER] + table_rows(summary)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    lines = []
+    for n, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(summary: dict) -> str:
+    rows = [HEADER, ["---"] * len(HEADER)] + table_rows(summary)
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+
+def errors(results: dict) -> list[str]:
+    found = [f"run: {results['error']}"] if results.get("error") else []
+    for i, rec in enumerate(results.get("repeats", []), 1):
+        for bench, targets in rec.items():
+            for target, outcome in targets.items():
+                if not isinstance(outcome, dict):
+                    continue
+                if outcome.get("error"):
+                    found.append(f"repetition {i}, {bench} {target}: {outcome['error'][:300]}")
+                for key, sub in outcome.items():
+                    if isinstance(sub, dict) and sub.get("error"):
+                        found.append(f"repetition {i}, {bench} {target} {key}: {sub['error'][:300]}")
+    return found
+
+
+# -- chart ------------------------------------------------------------------
+
+def chart(summary: dict, path: str) -> str | None:
+    """Four panels; error bars span min-max over the repetitions.
+    Returns why no chart was drawn, if so."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib missing (bench/run installs python3-matplotlib)"
+    colours = {"ours": "#1f77b4", "native": "#ff7f0e", "ceiling": "#7f7f7f"}
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+
+    def bars(ax, groups, targets, title, ylabel, log=False):
+        width = 0.8 / len(targets)
+        for i, target in enumerate(targets):
+            xs, ys, lo, hi = [], [], [], []
+            for g, (label, row_id) in enumerate(groups):
+                s = summary.get(row_id, {}).get(target)
+                if s is None:
+                    continue
+                xs.append(g + (i - (len(targets) - 1) / 2) * width)
+                ys.append(s["median"])
+                lo.append(s["median"] - s["min"])
+                hi.append(s["max"] - s["median"])
+            if xs:
+                drawn = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=target,
+                               color=colours[target])
+                ax.bar_label(drawn, labels=[f"{y:.0f}" if y >= 100 else f"{y:.3g}" for y in ys], fontsize=7, padding=2)
+        ax.set_xticks(range(len(groups)), [label for label, _ in groups])
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel)
+        if not ax.patches:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+            return
+        if log:
+            ax.set_yscale("log")
+        ax.legend()
+
+    # The ceiling bars sit in the B1 group (B0 is B1's SUBSCRIBE, stateless).
+    bars(axes[0][0], [("B1 SUBSCRIBE (ceiling: B0)", "B1.rate"), ("B3 PUBLISH+refresh", "B3.rate")],
+         ("ours", "native", "ceiling"), "Highest sustained rate", "operations / s", log=True)
+    bars(axes[0][1], [("B1 dialog", "B1.cpu"), ("B3 PUBLISH pair", "B3.cpu"),
+                      ("B2 NOTIFY (200)", "B2.200.cpu"), ("B2 NOTIFY (1000)", "B2.1000.cpu")],
+         ("ours", "native", "ceiling"), "Server CPU per 1000 operations (Kamailio + mariadbd),\nat each target's highest passing rate",
+         "CPU seconds", log=True)
+    bars(axes[1][0], [("200 p50", "B2.200.p50"), ("200 p99", "B2.200.p99"),
+                      ("1000 p50", "B2.1000.p50"), ("1000 p99", "B2.1000.p99")],
+         ("ours", "native"), "B2: PUBLISH to last watcher's NOTIFY", "ms")
+    bars(axes[1][1], [("1 000 stored", "FLAT.1000"), ("100 000 stored", "FLAT.100000")],
+         ("ours",), "Flatness: B1 CPU with stored subscriptions", "CPU s / 1000 dialogs")
+    flat_base = summary.get("FLAT.1000", {}).get("ours")
+    if flat_base:
+        # The flatness goal: 100 000 stored cost at most 10% more.
+        axes[1][1].axhline(flat_base["median"] * 1.10, color="black", linestyle="--", linewidth=1,
+                           label="+10% of 1 000 stored")
+        axes[1][1].legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None
+
+
+# -- files --------------------------------------------------------------------
+
+def markdown(results: dict, summary: dict, chart_note: str | None) -> str:
+    m = results["machine"]
+    s = results["settings"]
+    repeats = len(results.get("repeats", []))
+    lines = [
+        "# Presence agent benchmark: ours vs Kamailio's presence modules",
+        "",
+        f"Date: {results['date']}" + (" (interrupted: partial results)" if results.get("interrupted") else ""),
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m['cpu_model']}, {m['cores']} cores; RAM {m['ram_gb']} GB; kernel {m['kernel']}",
+        f"- load average at start: {', '.join(map(str, m['load_average_at_start']))} (shared machine)",
+        f"- {m['kamailio']}; {m['mariadb']}; Python {m['python']}; {m['sipp']}",
+        "",
+        "## Code measured",
+        "",
+        f"- commit {results.get('project', {}).get('commit', 'unknown')}"
+        + (f", with {len(results['project']['uncommitted_changes'])} uncommitted change(s) "
+           "outside bench/ (listed in results.json)"
+           if results.get("project", {}).get("uncommitted_changes") else ""),
+        "",
+        "## Settings",
+        "",
+        f"- {repeats} repetition(s){' (--quick)' if s['quick'] else ''}; rate steps of {s['duration']:g} s, "
+        f"tail {s['tail']:g} s; search from {s['start_rate']:g}/s growing x{s['factor']:g}, "
+        f"{s['bisections']} bisection(s)",
+        f"- Kamailio: {s['children']} workers per transport (UDP and TCP), {s['shm']} MB shared memory",
+        f"- MariaDB: `{' '.join(results.get('mariadb', {}).get('flags', []))}`",
+        "",
+        "## Results",
+        "",
+        "Each cell: median over the repetitions, [min-max] when there were several. "
+        "ours/native is taken per repetition. CPU is user+system time of all Kamailio "
+        "processes and the private mariadbd, from /proc, over the measured window.",
+        "",
+        markdown_table(summary),
+        "",
+    ]
+    if chart_note:
+        lines += [f"No chart: {chart_note}", ""]
+    else:
+        lines += ["![results](chart.png)", ""]
+    errs = errors(results)
+    if errs:
+        lines += ["## Failures", ""] + [f"- {e}" for e in errs] + [""]
+    return "\n".join(lines)
+
+
+def write(results: dict, out: str) -> None:
+    summary = summarize(results)
+    results["summary"] = summary
+    os.makedirs(out, exist_ok=True)
+    chart_note = None
+    try:
+        chart_note = chart(summary, os.path.join(out, "chart.png"))
+    except Exception as e:  # a chart problem must not lose the numbers
+        chart_note = f"{type(e).__name__}: {e}"
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(out, "RESULTS.md"), "w") as f:
+        f.write(markdown(results, summary, chart_note))
+    print()
+    print(text_table(summary))
+    for e in errors(results):
+        print("failure:", e)
+    print(f"\nresults: {os.path.join(out, 'results.json')}, {os.path.join(out, 'RESULTS.md')}"
+          + ("" if chart_note else f", {os.path.join(out, 'chart.png')}"))
