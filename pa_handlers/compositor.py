@@ -76,7 +76,7 @@ class Compositor:
         if if_match is None:
             if expires == 0:
                 return reply(200, ("Expires", "0"))
-            changed = self.store.add_publication(
+            changed, watched = self.store.add_publication(
                 key, etag, _source(req, ctx), ctx.publisher, _media_type(req), req.body,
                 parts.dumps(), now + expires, now, compose)
             action = "publish"
@@ -85,14 +85,15 @@ class Compositor:
             if len(if_match) > 64 or not is_token(if_match):
                 return reply(412)
             if expires == 0:
-                known, changed = self.store.remove_publication(key, if_match, now, compose)
+                known, changed, watched = self.store.remove_publication(key, if_match, now,
+                                                                        compose)
                 action = "remove"
             elif parts is None:
                 known = self.store.refresh_publication(key, if_match, etag, now + expires, now)
-                changed = False
+                changed = watched = False
                 action = "refresh"
             else:
-                known, changed = self.store.modify_publication(
+                known, changed, watched = self.store.modify_publication(
                     key, if_match, etag, _media_type(req), req.body, parts.dumps(),
                     now + expires, now, compose)
                 action = "modify"
@@ -103,7 +104,7 @@ class Compositor:
                  expires, changed, req.header("call-id"))
         outcome = reply(200, ("Expires", str(expires))) if expires == 0 else \
             reply(200, ("SIP-ETag", etag), ("Expires", str(expires)))
-        if changed:
+        if changed and watched:
             outcome.notifies.extend(self.notifier.fan_out(key))
         return outcome
 
@@ -143,8 +144,11 @@ class Compositor:
         now = self.now()
         try:
             for key in self.store.presentities_with_expired_publications(now, TIMER_BATCH):
-                if self.store.expire_publications(key, now, _composer(key[0]), on_expiry):
+                changed, watched = self.store.expire_publications(key, now, _composer(key[0]),
+                                                                  on_expiry)
+                if changed:
                     log.info("publication of %s expired", key[0])
+                if changed and watched:
                     notifies.extend(self.notifier.fan_out(key))
         except StoreUnavailable as e:
             log.warning("publication timer paused: %s", e)

@@ -95,20 +95,22 @@ class Notifier:
             content_type=content_type, status=authorization.status,
             reason=authorization.reason, permissions=authorization.permissions,
             expires_at=now + expires)
+        outcome = self._ok(ctx, expires)
         if expires == 0:
             # A fetch: one NOTIFY with the current state, nothing stored.
             state = subscription_state(TERMINATED, 0, "timeout")
         else:
-            self.store.add_subscription(sub, now)
             state = subscription_state(sub.status, expires)
-        outcome = self._ok(ctx, expires)
         if event.package == WINFO:
+            if expires:
+                self.store.add_subscription(sub, now)
             outcome.notifies.append(self._winfo_full(sub, state))
         else:
-            # Read after the subscription exists, so that no concurrent change
-            # of the document can fall between this read and its fan-out.
-            key = (presentity, domain, PRESENCE)
-            document, watched = self.store.document_and_watchers(key, WINFO)
+            if expires:
+                document, watched = self.store.add_subscription(sub, now, WINFO)
+            else:
+                document, watched = self.store.document_and_watchers(
+                    (presentity, domain, PRESENCE), WINFO)
             outcome.notifies.append(self._notify(sub, sub.local_cseq, state, document))
             if watched and expires:
                 outcome.notifies += self.winfo_changed(
@@ -133,7 +135,7 @@ class Notifier:
             remote_target = _contact(req, required=False)
             result, sub, document = self.store.refresh_subscription(
                 dialog, event.package, event.id, cseq, self.now() + expires,
-                remote_target, content_type, self.now())
+                remote_target, content_type)
             state = subscription_state(sub.status, expires) if sub else ""
         if result is DialogResult.UNKNOWN:
             return reply(481)

@@ -98,13 +98,12 @@ class Registrations:
 
     def _apply(self, domain, presentity, decide, now) -> list[Notify]:
         key = (presentity, domain, EVENT)
-        changed = self.store.change_origin_publications(
+        changed, watched = self.store.change_origin_publications(
             key, ORIGIN, decide, now,
             lambda stored: pidf.compose(presentity, [pidf.Parts.loads(p) for p in stored]))
-        if not changed:
-            return []
-        log.info("registrations of %s changed", presentity)
-        return self.notifier.fan_out(key)
+        if changed:
+            log.info("registrations of %s changed", presentity)
+        return self.notifier.fan_out(key) if changed and watched else []
 
     def on_expiry(self, origin: str, parts: bytes, now: int) -> tuple[bytes, int] | None:
         """What the publication timer does with an expired publication: a

@@ -27,6 +27,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 # Call-ID is word ["@" word]: printable ASCII without spaces (RFC 3261 25.1).
 _CALL_ID = re.compile(r"^[\x21-\x7e]{1,255}$")
 _DIGITS = re.compile(r"^[0-9]+$")
+_BAD_HOST = re.compile(r'[\s<>"]')
 
 
 class BadRequest(Exception):
@@ -37,9 +38,18 @@ class BadRequest(Exception):
         self.reason = reason
 
 
+_NAMES: dict[str, str] = {}
+
+
 def canonical_name(name: str) -> str:
-    name = name.strip().lower()
-    return _COMPACT.get(name, name)
+    """Lower-case full header name; remembered, since few names recur."""
+    known = _NAMES.get(name)
+    if known is None:
+        known = name.strip().lower()
+        known = _COMPACT.get(known, known)
+        if len(_NAMES) < 512:
+            _NAMES[name] = known
+    return known
 
 
 def is_token(text: str) -> bool:
@@ -233,7 +243,9 @@ def parse_uri(text: str) -> SipUri:
     if not at:
         hostport = rest
         userinfo = ""
-    user = urllib.parse.unquote(userinfo.partition(":")[0])
+    user = userinfo.partition(":")[0]
+    if "%" in user:
+        user = urllib.parse.unquote(user)
     if hostport.startswith("["):
         host, bracket, port_text = hostport[1:].partition("]")
         if not bracket:
@@ -243,7 +255,7 @@ def parse_uri(text: str) -> SipUri:
     else:
         host, _, port_text = hostport.partition(":")
         host = host.lower()
-    if not host or any(c.isspace() or c in "<>\"" for c in host):
+    if not host or _BAD_HOST.search(host):
         raise BadRequest("Bad URI Host")
     port = None
     if port_text:

@@ -20,7 +20,7 @@ import logging
 import os
 import secrets
 import time
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, TypeVar
 
 from .config import DatabaseUrl
 from .subscription import COLUMNS as SUBSCRIPTION_COLUMNS, Subscription
@@ -36,6 +36,7 @@ _RETRY_CODES = {1205, 1213, 1180, 1181, 1047, 1317}
 # Server errors that mean the connection or the server is going away.
 _GONE_CODES = {1053, 1077, 1078, 1079, 1080, 1152, 1153, 1927, 4031}
 _RETRIES = 3
+_MULTI_STATEMENTS = 1 << 16     # CLIENT_MULTI_STATEMENTS of the MySQL protocol
 
 
 class _Driver:
@@ -109,7 +110,9 @@ class Database:
                 autocommit=True, connect_timeout=seconds, read_timeout=seconds,
                 write_timeout=seconds,
                 init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-                **where)
+                # Several statements per round trip (see batch()); values are
+                # still escaped one by one, so this opens no injection.
+                client_flag=_MULTI_STATEMENTS, **where)
         except DRIVER.Error as e:
             self._failed_at = now
             raise StoreUnavailable(f"cannot connect to {self.url.redacted()}: {e}") from None
@@ -141,16 +144,14 @@ class Database:
             except Exception:
                 pass
 
-    def run(self, work: Callable[[object], T], transaction: bool = False) -> T:
+    def run(self, work: Callable[[object], T]) -> T:
+        """Run `work(cursor)`; a transaction it begins (with batch()) is
+        rolled back on failure, and run again after a deadlock."""
         for attempt in range(_RETRIES):
             conn = self.connection()
             try:
                 with conn.cursor() as cur:
-                    if transaction:
-                        cur.execute("START TRANSACTION")
                     result = work(cur)
-                    if transaction:
-                        conn.commit()
                 self._used_at = self.clock()
                 return result
             except DRIVER.OperationalError as e:
@@ -181,6 +182,32 @@ class Database:
             self.discard()
 
 
+@dataclasses.dataclass
+class Result:
+    rowcount: int
+    lastrowid: int
+    rows: list
+
+
+def batch(cur, *statements: tuple[str, tuple | list]) -> list[Result]:
+    """Several statements in one round trip to the server, their results in
+    order.  A round trip costs both processes a wake-up and a context
+    switch, more than most of our statements cost the server."""
+    cur.execute(";\n".join(sql for sql, _ in statements),
+                [value for _, args in statements for value in args])
+    results = []
+    for i in range(len(statements)):
+        if i:
+            cur.nextset()
+        results.append(Result(cur.rowcount, cur.lastrowid,
+                              list(cur.fetchall()) if cur.description else []))
+    return results
+
+
+BEGIN = ("START TRANSACTION", ())
+COMMIT = ("COMMIT", ())
+
+
 _SUB_COLS = ", ".join(SUBSCRIPTION_COLUMNS)
 _INSERT_COLS = [c for c in SUBSCRIPTION_COLUMNS if c != "id"]
 _INSERT_SUBSCRIPTION = ("INSERT INTO pa_subscription (" + ", ".join(_INSERT_COLS)
@@ -193,6 +220,13 @@ _DIALOG = "call_id = %s AND local_tag = %s AND remote_tag = %s"
 
 def _subscription(row) -> Subscription:
     return Subscription(*row[:_N_SUB])
+
+
+def _placeholders(n: int, one: str = "%s") -> str:
+    return ", ".join([one] * n)
+
+
+_ROLLBACK = "ROLLBACK"
 
 
 class Store:
@@ -211,7 +245,7 @@ class Store:
             return cur.fetchone()[0]
         return self.db.run(work)
 
-    # -- authorization --------------------------------------------------
+    # -- authorization decisions ----------------------------------------
 
     def watcher_status(self, domain: str, event: str, presentity: str,
                        watcher: str) -> tuple[str, str] | None:
@@ -225,70 +259,98 @@ class Store:
 
     # -- documents ------------------------------------------------------
 
-    def document(self, domain: str, event: str, presentity: str) -> bytes | None:
+    @staticmethod
+    def _select_document(key: tuple[str, str, str]) -> tuple[str, tuple]:
+        return ("SELECT body FROM pa_document WHERE presentity = %s AND presence_domain = %s"
+                " AND event = %s", key)
+
+    @staticmethod
+    def _select_watched(key: tuple[str, str, str]) -> tuple[str, tuple]:
+        """Whether anyone actively watches `key` (presentity, domain, event)."""
+        return ("SELECT EXISTS (SELECT 1 FROM pa_subscription WHERE presentity = %s"
+                " AND presence_domain = %s AND event = %s AND status = 'active')", key)
+
+    @staticmethod
+    def _select_documents(keys: list[tuple[str, str, str]]) -> tuple[str, list]:
+        return ("SELECT presentity, presence_domain, event, body FROM pa_document"
+                " WHERE (presentity, presence_domain, event) IN ("
+                + _placeholders(len(keys), "(%s, %s, %s)") + ")",
+                [v for key in keys for v in key])
+
+    def document_and_watchers(self, key: tuple[str, str, str], winfo_event: str):
+        """The presentity's document, and whether anyone watches its watcher
+        list: one round trip."""
         def work(cur):
-            cur.execute(
-                "SELECT body FROM pa_document WHERE presentity = %s"
-                " AND presence_domain = %s AND event = %s",
-                (presentity, domain, event))
-            row = cur.fetchone()
-            return row[0] if row else None
+            doc, watched = batch(cur, self._select_document(key),
+                                 self._select_watched((key[0], key[1], winfo_event)))
+            return (doc.rows[0][0] if doc.rows else None), bool(watched.rows[0][0])
         return self.db.run(work)
 
-    def _documents(self, cur, keys: Iterable[tuple[str, str, str]]) -> dict:
-        keys = list(dict.fromkeys(keys))
-        if not keys:
-            return {}
-        placeholders = ", ".join(["(%s, %s, %s)"] * len(keys))
-        cur.execute(
-            "SELECT presentity, presence_domain, event, body FROM pa_document"
-            " WHERE (presentity, presence_domain, event) IN (" + placeholders + ")",
-            [v for key in keys for v in key])
-        return {(p, d, e): body for p, d, e, body in cur.fetchall()}
+    def watched(self, pairs: list[tuple[str, str]], event: str) -> set[tuple[str, str]]:
+        """Which (presentity, domain) pairs have active subscriptions to
+        `event`: one round trip for a whole batch."""
+        def work(cur):
+            cur.execute("SELECT DISTINCT presentity, presence_domain FROM pa_subscription"
+                        " WHERE event = %s AND status = 'active' AND (presentity, presence_domain)"
+                        " IN (" + _placeholders(len(pairs), "(%s, %s)") + ")",
+                        [event] + [v for pair in pairs for v in pair])
+            return {tuple(row) for row in cur.fetchall()}
+        return self.db.run(work) if pairs else set()
 
     # -- subscriptions --------------------------------------------------
 
-    def add_subscription(self, sub: Subscription, now: int) -> None:
-        """Store a new subscription whose first NOTIFY (local_cseq) is
-        about to be sent."""
-        values = [getattr(sub, c) for c in _INSERT_COLS] + [now]
+    def add_subscription(self, sub: Subscription, now: int,
+                         winfo_event: str | None = None) -> tuple[bytes | None, bool]:
+        """Store a new subscription whose first NOTIFY (local_cseq) is about
+        to be sent.  With `winfo_event`, also read (after the insert, in the
+        same round trip) the presentity's document and whether anyone
+        watches its watcher list: read after the subscription exists, no
+        concurrent change of the document can fall between this read and
+        its fan-out."""
+        statements = [(_INSERT_SUBSCRIPTION, [getattr(sub, c) for c in _INSERT_COLS] + [now])]
+        key = (sub.presentity, sub.presence_domain, sub.event)
+        if winfo_event:
+            statements += [self._select_document(key),
+                           self._select_watched((key[0], key[1], winfo_event))]
 
         def work(cur):
-            cur.execute(_INSERT_SUBSCRIPTION, values)
-            sub.id = cur.lastrowid
-        self.db.run(work)
+            results = batch(cur, *statements)
+            sub.id = results[0].lastrowid
+            if not winfo_event:
+                return None, False
+            doc, watched = results[1:]
+            return (doc.rows[0][0] if doc.rows else None), bool(watched.rows[0][0])
+        return self.db.run(work)
 
     def refresh_subscription(self, dialog: tuple[str, str, str], event: str,
                              event_id: str, remote_cseq: int, expires_at: int,
-                             remote_target: str | None, content_type: str | None,
-                             now: int) -> tuple[DialogResult, Subscription | None, bytes | None]:
+                             remote_target: str | None, content_type: str | None
+                             ) -> tuple[DialogResult, Subscription | None, bytes | None]:
         """Extend a subscription and reserve the CSeq of the NOTIFY that
         follows.  The CSeq is taken before the document is read, so the
         NOTIFY with the highest CSeq always carries the newest document."""
         def work(cur):
-            changed = cur.execute(
-                "UPDATE pa_subscription SET expires_at = %s,"
-                " remote_target = COALESCE(%s, remote_target),"
-                " content_type = COALESCE(%s, content_type),"
-                " remote_cseq = %s, local_cseq = LAST_INSERT_ID(local_cseq + 1)"
-                " WHERE " + _DIALOG + " AND event = %s AND event_id = %s AND remote_cseq < %s",
-                (expires_at, remote_target, content_type, remote_cseq,
-                 *dialog, event, event_id, remote_cseq))
-            cseq = cur.lastrowid if changed else None
-            cur.execute(
-                "SELECT " + _SUB_COLS_S + ", d.body FROM pa_subscription s"
-                " LEFT JOIN pa_document d ON d.presentity = s.presentity"
-                " AND d.presence_domain = s.presence_domain AND d.event = s.event"
-                " WHERE s.call_id = %s AND s.local_tag = %s AND s.remote_tag = %s"
-                " AND s.event = %s AND s.event_id = %s",
-                (*dialog, event, event_id))
-            row = cur.fetchone()
-            if row is None:
+            update, select = batch(
+                cur,
+                ("UPDATE pa_subscription SET expires_at = %s,"
+                 " remote_target = COALESCE(%s, remote_target),"
+                 " content_type = COALESCE(%s, content_type),"
+                 " remote_cseq = %s, local_cseq = LAST_INSERT_ID(local_cseq + 1)"
+                 " WHERE " + _DIALOG + " AND event = %s AND event_id = %s AND remote_cseq < %s",
+                 (expires_at, remote_target, content_type, remote_cseq,
+                  *dialog, event, event_id, remote_cseq)),
+                ("SELECT " + _SUB_COLS_S + ", d.body FROM pa_subscription s"
+                 " LEFT JOIN pa_document d ON d.presentity = s.presentity"
+                 " AND d.presence_domain = s.presence_domain AND d.event = s.event"
+                 " WHERE s.call_id = %s AND s.local_tag = %s AND s.remote_tag = %s"
+                 " AND s.event = %s AND s.event_id = %s", (*dialog, event, event_id)))
+            if not select.rows:
                 return DialogResult.UNKNOWN, None, None
-            if cseq is None:
+            if update.rowcount != 1:
                 return DialogResult.STALE, None, None
+            row = select.rows[0]
             sub = _subscription(row)
-            sub.local_cseq = cseq
+            sub.local_cseq = update.lastrowid
             return DialogResult.OK, sub, row[_N_SUB]
         return self.db.run(work)
 
@@ -308,8 +370,9 @@ class Store:
                 return (DialogResult.STALE if cur.fetchone() else DialogResult.UNKNOWN), None, None
             sub = _subscription(row)
             sub.local_cseq += 1
-            docs = self._documents(cur, [(sub.presentity, sub.presence_domain, sub.event)])
-            return DialogResult.OK, sub, docs.get((sub.presentity, sub.presence_domain, sub.event))
+            cur.execute(*self._select_document((sub.presentity, sub.presence_domain, sub.event)))
+            doc = cur.fetchone()
+            return DialogResult.OK, sub, (doc[0] if doc else None)
         return self.db.run(work)
 
     def notify_failed(self, dialog: tuple[str, str, str], code: int) -> None:
@@ -321,7 +384,7 @@ class Store:
         self.db.run(work)
 
     def drop_subscription(self, dialog: tuple[str, str, str]) -> Subscription | None:
-        """End a subscription whose NOTIFY failed (481, 404, 408)."""
+        """End a subscription whose watcher is gone (NOTIFY failed)."""
         def work(cur):
             cur.execute("DELETE FROM pa_subscription WHERE " + _DIALOG + " RETURNING " + _SUB_COLS,
                         dialog)
@@ -329,29 +392,102 @@ class Store:
             return _subscription(row) if row else None
         return self.db.run(work)
 
-    def claim_expired_subscriptions(self, now: int, limit: int) -> list[tuple[Subscription, bytes | None]]:
+    def claim_expired_subscriptions(self, now: int,
+                                    limit: int) -> list[tuple[Subscription, bytes | None]]:
         """Remove up to `limit` expired subscriptions and return them with
-        the CSeq of their final NOTIFY.  SKIP LOCKED lets the timers of
-        every process and node share the work, each row claimed once."""
+        the CSeq of their final NOTIFY and their presentity's document.
+        SKIP LOCKED lets the timers of every process and node share the
+        work, each row claimed once."""
         def work(cur):
-            cur.execute(
+            _, claimed = batch(cur, BEGIN, (
                 "SELECT " + _SUB_COLS + " FROM pa_subscription WHERE expires_at <= %s"
-                " ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED", (now, limit))
-            subs = [_subscription(row) for row in cur.fetchall()]
+                " ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED", (now, limit)))
+            subs = [_subscription(row) for row in claimed.rows]
             if not subs:
+                cur.execute("COMMIT")
                 return []
-            self._delete_ids(cur, [s.id for s in subs])
-            docs = self._documents(cur, [(s.presentity, s.presence_domain, s.event)
-                                         for s in subs if s.status == "active"])
+            keys = list(dict.fromkeys((s.presentity, s.presence_domain, s.event) for s in subs
+                                      if s.status == "active"))
+            statements = [("DELETE FROM pa_subscription WHERE id IN ("
+                           + _placeholders(len(subs)) + ")", [s.id for s in subs])]
+            if keys:
+                statements.append(self._select_documents(keys))
+            results = batch(cur, *statements, COMMIT)
+            docs = {tuple(r[:3]): r[3] for r in results[1].rows} if keys else {}
             for s in subs:
                 s.local_cseq += 1
             return [(s, docs.get((s.presentity, s.presence_domain, s.event))) for s in subs]
-        return self.db.run(work, transaction=True)
+        return self.db.run(work)
 
-    @staticmethod
-    def _delete_ids(cur, ids: list[int]) -> None:
-        cur.execute("DELETE FROM pa_subscription WHERE id IN (" + ", ".join(["%s"] * len(ids)) + ")",
-                    ids)
+    def watchers_to_notify(self, key: tuple[str, str, str],
+                           now: int) -> tuple[list[Subscription], bytes | None]:
+        """The active subscriptions of a presentity, each with the CSeq of
+        the NOTIFY about to be sent, and the document to send.  The CSeqs
+        are taken under row locks before the document is read, so the
+        highest CSeq always carries the newest document."""
+        def work(cur):
+            _, selected = batch(cur, BEGIN, (
+                "SELECT " + _SUB_COLS + " FROM pa_subscription WHERE presentity = %s"
+                " AND presence_domain = %s AND event = %s AND status = 'active'"
+                " AND expires_at > %s FOR UPDATE", (*key, now)))
+            subs = [_subscription(row) for row in selected.rows]
+            if not subs:
+                cur.execute("COMMIT")
+                return [], None
+            _, doc, _ = batch(
+                cur, ("UPDATE pa_subscription SET local_cseq = local_cseq + 1 WHERE id IN ("
+                      + _placeholders(len(subs)) + ")", [s.id for s in subs]),
+                self._select_document(key), COMMIT)
+            for s in subs:
+                s.local_cseq += 1
+            return subs, (doc.rows[0][0] if doc.rows else None)
+        return self.db.run(work)
+
+    def subscriptions_of(self, presentity: str, event: str, now: int,
+                         domain: str | None = None) -> list[Subscription]:
+        """The live subscriptions to a presentity's event package."""
+        def work(cur):
+            cur.execute("SELECT " + _SUB_COLS + " FROM pa_subscription WHERE presentity = %s"
+                        " AND (%s IS NULL OR presence_domain = %s) AND event = %s"
+                        " AND expires_at > %s ORDER BY id", (presentity, domain, domain, event, now))
+            return [_subscription(row) for row in cur.fetchall()]
+        return self.db.run(work)
+
+    def reauthorize_subscription(self, sub: Subscription, status: str, permissions: int,
+                                 now: int) -> tuple[Subscription, bytes | None] | None:
+        """Move a subscription to a new status and permissions, if nobody did
+        since `sub` was read, reserving the CSeq of the NOTIFY that tells
+        the watcher; returns it with the document to send, or None."""
+        key = (sub.presentity, sub.presence_domain, sub.event)
+
+        def work(cur):
+            update, doc = batch(
+                cur, ("UPDATE pa_subscription SET status = %s, permissions = %s,"
+                      " local_cseq = LAST_INSERT_ID(local_cseq + 1)"
+                      " WHERE id = %s AND status = %s AND permissions = %s",
+                      (status, permissions, sub.id, sub.status, sub.permissions)),
+                self._select_document(key))
+            if update.rowcount != 1:
+                return None
+            new = dataclasses.replace(sub, status=status, permissions=permissions,
+                                      local_cseq=update.lastrowid)
+            return new, (doc.rows[0][0] if doc.rows else None)
+        return self.db.run(work)
+
+    def end_subscription(self, sub: Subscription) -> Subscription | None:
+        """Remove a subscription the notifier ends, if it is still as read;
+        returns it with the CSeq of its final NOTIFY."""
+        def work(cur):
+            cur.execute("DELETE FROM pa_subscription WHERE id = %s AND status = %s"
+                        " AND permissions = %s RETURNING " + _SUB_COLS,
+                        (sub.id, sub.status, sub.permissions))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            ended = _subscription(row)
+            ended.local_cseq += 1
+            return ended
+        return self.db.run(work)
 
     # -- publications (RFC 3903) -------------------------------------------
     #
@@ -359,7 +495,33 @@ class Store:
     # that first locks the presentity's pa_document row, so changes of one
     # presentity are serialised across processes and nodes, and ends by
     # recomposing the document from the live publications.  `compose` turns
-    # their stored parts (oldest first) into the new document.
+    # their stored parts (oldest first) into the new document.  Each returns
+    # (document changed, presentity watched), so that a change nobody
+    # watches costs no fan-out.
+
+    @staticmethod
+    def _lock_document(key: tuple[str, str, str], now: int) -> tuple[str, tuple]:
+        # Creates the row if needed; locks it exclusively either way.
+        return ("INSERT INTO pa_document (presentity, presence_domain, event, body, updated_at)"
+                " VALUES (%s, %s, %s, '', %s) ON DUPLICATE KEY UPDATE version = version",
+                (*key, now))
+
+    @staticmethod
+    def _select_live_parts(key: tuple[str, str, str], now: int) -> tuple[str, tuple]:
+        return ("SELECT parts FROM pa_publication WHERE presentity = %s AND presence_domain = %s"
+                " AND event = %s AND expires_at > %s ORDER BY id", (*key, now))
+
+    def _recompose(self, cur, key, now, compose, statements) -> tuple[bool, bool]:
+        """Run `statements` (the change), read the live publications,
+        compose, store the document if it changed, commit."""
+        *_, parts, watched = batch(cur, *statements, self._select_live_parts(key, now),
+                                   self._select_watched(key))
+        body = compose([row[0] for row in parts.rows])
+        update, _ = batch(
+            cur, ("UPDATE pa_document SET body = %s, version = version + 1, updated_at = %s"
+                  " WHERE presentity = %s AND presence_domain = %s AND event = %s"
+                  " AND body <> %s", (body, now, *key, body)), COMMIT)
+        return update.rowcount == 1, bool(watched.rows[0][0])
 
     def refresh_publication(self, key: tuple[str, str, str], etag: str, new_etag: str,
                             expires_at: int, now: int) -> bool:
@@ -374,43 +536,48 @@ class Store:
 
     def add_publication(self, key: tuple[str, str, str], etag: str, source: str,
                         publisher: str, content_type: str, body: bytes, parts: bytes,
-                        expires_at: int, now: int, compose) -> bool:
+                        expires_at: int, now: int, compose) -> tuple[bool, bool]:
         """Store a new publication; it supersedes the earlier ones of the same
-        source.  Returns whether the document changed."""
-        def change(cur):
-            if source:
-                cur.execute("DELETE FROM pa_publication WHERE presentity = %s"
-                            " AND presence_domain = %s AND event = %s AND source = %s"
-                            " AND origin = 'publish'", (*key, source))
-            cur.execute(
-                "INSERT INTO pa_publication (presentity, presence_domain, event, etag, source,"
-                " publisher, content_type, body, parts, expires_at, updated_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (*key, etag, source, publisher, content_type, body, parts, expires_at, now))
-            return True
-        return self._change_publications(key, change, compose, now)[1]
+        source."""
+        statements = [BEGIN, self._lock_document(key, now)]
+        if source:
+            statements.append(("DELETE FROM pa_publication WHERE presentity = %s"
+                               " AND presence_domain = %s AND event = %s AND source = %s"
+                               " AND origin = 'publish'", (*key, source)))
+        statements.append((
+            "INSERT INTO pa_publication (presentity, presence_domain, event, etag, source,"
+            " publisher, content_type, body, parts, expires_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (*key, etag, source, publisher, content_type, body, parts, expires_at, now)))
+        return self.db.run(lambda cur: self._recompose(cur, key, now, compose, statements))
+
+    def _conditional_change(self, key, now, compose, change) -> tuple[bool, bool, bool]:
+        """(entity-tag known, document changed, watched) for a change of the
+        publication with a given entity-tag."""
+        def work(cur):
+            _, _, found = batch(cur, BEGIN, self._lock_document(key, now), change)
+            if found.rowcount != 1:
+                cur.execute(_ROLLBACK)
+                return False, False, False
+            return (True, *self._recompose(cur, key, now, compose, []))
+        return self.db.run(work)
 
     def modify_publication(self, key: tuple[str, str, str], etag: str, new_etag: str,
                            content_type: str, body: bytes, parts: bytes, expires_at: int,
-                           now: int, compose) -> tuple[bool, bool]:
-        """Replace a publication's document: (entity-tag known, document changed)."""
-        def change(cur):
-            return cur.execute(
-                "UPDATE pa_publication SET etag = %s, content_type = %s, body = %s, parts = %s,"
-                " expires_at = %s, updated_at = %s WHERE etag = %s AND presentity = %s"
-                " AND presence_domain = %s AND event = %s AND expires_at > %s",
-                (new_etag, content_type, body, parts, expires_at, now, etag, *key, now)) == 1
-        return self._change_publications(key, change, compose, now)
+                           now: int, compose) -> tuple[bool, bool, bool]:
+        """Replace a publication's document."""
+        return self._conditional_change(key, now, compose, (
+            "UPDATE pa_publication SET etag = %s, content_type = %s, body = %s, parts = %s,"
+            " expires_at = %s, updated_at = %s WHERE etag = %s AND presentity = %s"
+            " AND presence_domain = %s AND event = %s AND expires_at > %s",
+            (new_etag, content_type, body, parts, expires_at, now, etag, *key, now)))
 
     def remove_publication(self, key: tuple[str, str, str], etag: str, now: int,
-                           compose) -> tuple[bool, bool]:
-        """Remove a publication (Expires: 0): (entity-tag known, document changed)."""
-        def change(cur):
-            return cur.execute(
-                "DELETE FROM pa_publication WHERE etag = %s AND presentity = %s"
-                " AND presence_domain = %s AND event = %s AND expires_at > %s",
-                (etag, *key, now)) == 1
-        return self._change_publications(key, change, compose, now)
+                           compose) -> tuple[bool, bool, bool]:
+        """Remove a publication (Expires: 0)."""
+        return self._conditional_change(key, now, compose, (
+            "DELETE FROM pa_publication WHERE etag = %s AND presentity = %s"
+            " AND presence_domain = %s AND event = %s AND expires_at > %s", (etag, *key, now)))
 
     def presentities_with_expired_publications(self, now: int, limit: int) -> list[tuple]:
         def work(cur):
@@ -420,104 +587,69 @@ class Store:
         return self.db.run(work)
 
     def expire_publications(self, key: tuple[str, str, str], now: int, compose,
-                            on_expiry) -> bool:
+                            on_expiry) -> tuple[bool, bool]:
         """Handle the presentity's expired publications: `on_expiry(origin,
         parts, now)` gives (parts, expires_at) to keep one in a new form, or
-        None to remove it.  Returns whether the document changed.  When
-        several timers race for one presentity, the first handles the rows
-        and the others find none: one change, one fan-out."""
-        def change(cur):
-            cur.execute("SELECT id, origin, parts FROM pa_publication WHERE presentity = %s"
-                        " AND presence_domain = %s AND event = %s AND expires_at <= %s",
-                        (*key, now))
-            rows = cur.fetchall()
-            for pub_id, origin, parts in rows:
+        None to remove it.  When several timers race for one presentity,
+        the first handles the rows and the others find none: one change,
+        one fan-out."""
+        def work(cur):
+            _, _, expired = batch(cur, BEGIN, self._lock_document(key, now), (
+                "SELECT id, origin, parts FROM pa_publication WHERE presentity = %s"
+                " AND presence_domain = %s AND event = %s AND expires_at <= %s", (*key, now)))
+            if not expired.rows:
+                cur.execute("COMMIT")
+                return False, False
+            statements = []
+            for pub_id, origin, parts in expired.rows:
                 kept = on_expiry(origin, parts, now)
                 if kept is None:
-                    cur.execute("DELETE FROM pa_publication WHERE id = %s", (pub_id,))
+                    statements.append(("DELETE FROM pa_publication WHERE id = %s", (pub_id,)))
                 else:
-                    cur.execute("UPDATE pa_publication SET parts = %s, expires_at = %s,"
-                                " updated_at = %s WHERE id = %s", (*kept, now, pub_id))
-            return bool(rows)
-        return self._change_publications(key, change, compose, now)[1]
+                    statements.append(("UPDATE pa_publication SET parts = %s, expires_at = %s,"
+                                       " updated_at = %s WHERE id = %s", (*kept, now, pub_id)))
+            return self._recompose(cur, key, now, compose, statements)
+        return self.db.run(work)
 
     def change_origin_publications(self, key: tuple[str, str, str], origin: str, decide,
-                                   now: int, compose) -> bool:
+                                   now: int, compose) -> tuple[bool, bool]:
         """Reconcile the publications one origin (the registrar, the XMPP
         gateway) keeps for a presentity: `decide(parts by source)` returns
-        {source: (parts, expires_at)} to insert or update.  Returns whether
-        the document changed; an update of expiry alone recomposes nothing."""
-        def change(cur):
-            cur.execute("SELECT source, parts, expires_at FROM pa_publication"
-                        " WHERE presentity = %s AND presence_domain = %s AND event = %s"
-                        " AND origin = %s", (*key, origin))
-            existing = {source: (parts, expires_at) for source, parts, expires_at in cur.fetchall()}
-            recompose = False
-            for source, (parts, expires_at) in decide({s: p for s, (p, _) in existing.items()}).items():
+        {source: (parts, expires_at)} to insert or update.  An update of
+        expiry alone recomposes nothing."""
+        def work(cur):
+            _, _, current = batch(cur, BEGIN, self._lock_document(key, now), (
+                "SELECT source, parts, expires_at FROM pa_publication WHERE presentity = %s"
+                " AND presence_domain = %s AND event = %s AND origin = %s", (*key, origin)))
+            existing = {source: (parts, expires_at) for source, parts, expires_at in current.rows}
+            statements, recompose = [], False
+            for source, (parts, expires_at) in decide(
+                    {s: p for s, (p, _) in existing.items()}).items():
                 old = existing.get(source)
                 if old is None:
-                    cur.execute(
+                    statements.append((
                         "INSERT INTO pa_publication (presentity, presence_domain, event, etag,"
                         " origin, source, content_type, body, parts, expires_at, updated_at)"
                         " VALUES (%s, %s, %s, %s, %s, %s, '', '', %s, %s, %s)",
                         (*key, origin + "-" + secrets.token_urlsafe(12), origin, source, parts,
-                         expires_at, now))
+                         expires_at, now)))
                     recompose = True
                 elif old != (parts, expires_at):
-                    cur.execute(
+                    statements.append((
                         "UPDATE pa_publication SET parts = %s, expires_at = %s, updated_at = %s"
                         " WHERE presentity = %s AND presence_domain = %s AND event = %s"
                         " AND origin = %s AND source = %s",
-                        (parts, expires_at, now, *key, origin, source))
+                        (parts, expires_at, now, *key, origin, source)))
                     # Recompose when the content changed, or when a publication
                     # the timer had not yet swept comes back to life.
                     recompose = recompose or old[0] != parts or old[1] <= now
-            return recompose
-        return self._change_publications(key, change, compose, now)[1]
-
-    def _change_publications(self, key, change, compose, now) -> tuple[bool, bool]:
-        def work(cur):
-            # Creates the document row if needed and locks it (exclusively,
-            # also when it exists) until commit.
-            cur.execute("INSERT INTO pa_document (presentity, presence_domain, event, body,"
-                        " updated_at) VALUES (%s, %s, %s, '', %s)"
-                        " ON DUPLICATE KEY UPDATE version = version", (*key, now))
-            if not change(cur):
+            if not recompose:
+                batch(cur, *statements, COMMIT)
                 return False, False
-            cur.execute("SELECT parts FROM pa_publication WHERE presentity = %s"
-                        " AND presence_domain = %s AND event = %s AND expires_at > %s"
-                        " ORDER BY id", (*key, now))
-            body = compose([row[0] for row in cur.fetchall()])
-            changed = cur.execute(
-                "UPDATE pa_document SET body = %s, version = version + 1, updated_at = %s"
-                " WHERE presentity = %s AND presence_domain = %s AND event = %s AND body <> %s",
-                (body, now, *key, body)) == 1
-            return True, changed
-        return self.db.run(work, transaction=True)
+            return self._recompose(cur, key, now, compose, statements)
+        return self.db.run(work)
 
-    def watchers_to_notify(self, key: tuple[str, str, str],
-                           now: int) -> tuple[list[Subscription], bytes | None]:
-        """The active subscriptions of a presentity, each with the CSeq of
-        the NOTIFY about to be sent, and the document to send.  The CSeqs
-        are taken under row locks before the document is read, so the
-        highest CSeq always carries the newest document."""
-        def work(cur):
-            cur.execute(
-                "SELECT " + _SUB_COLS + " FROM pa_subscription WHERE presentity = %s"
-                " AND presence_domain = %s AND event = %s AND status = 'active'"
-                " AND expires_at > %s FOR UPDATE", (*key, now))
-            subs = [_subscription(row) for row in cur.fetchall()]
-            if not subs:
-                return [], None
-            ids = [s.id for s in subs]
-            cur.execute("UPDATE pa_subscription SET local_cseq = local_cseq + 1"
-                        " WHERE id IN (" + ", ".join(["%s"] * len(ids)) + ")", ids)
-            for s in subs:
-                s.local_cseq += 1
-            return subs, self._documents(cur, [key]).get(key)
-        return self.db.run(work, transaction=True)
-
-    # -- authorization: decisions, rules documents, re-evaluation ------------
+    # -- XCAP documents -----------------------------------------------------
 
     def xcap_document(self, owner: str, auid: str) -> tuple[str, bytes, int] | None:
         """(etag, body, fetched_at) of a stored or cached XCAP document."""
@@ -548,24 +680,22 @@ class Store:
         server if `allowed(current etag or None)`, atomically.  Returns
         'created', 'replaced', 'deleted', 'missing' or 'precondition'."""
         def work(cur):
-            cur.execute("SELECT etag FROM pa_xcap_document WHERE owner = %s AND auid = %s"
-                        " FOR UPDATE", (owner, auid))
-            row = cur.fetchone()
-            current = row[0] if row else None
-            if not allowed(current):
-                return "precondition"
+            _, row = batch(cur, BEGIN, ("SELECT etag FROM pa_xcap_document WHERE owner = %s"
+                                        " AND auid = %s FOR UPDATE", (owner, auid)))
+            current = row.rows[0][0] if row.rows else None
+            if not allowed(current) or (body is None and current is None):
+                cur.execute(_ROLLBACK)
+                return "precondition" if not allowed(current) else "missing"
             if body is None:
-                if current is None:
-                    return "missing"
-                cur.execute("DELETE FROM pa_xcap_document WHERE owner = %s AND auid = %s",
-                            (owner, auid))
+                batch(cur, ("DELETE FROM pa_xcap_document WHERE owner = %s AND auid = %s",
+                            (owner, auid)), COMMIT)
                 return "deleted"
-            cur.execute("INSERT INTO pa_xcap_document (owner, auid, etag, body, fetched_at)"
-                        " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE"
-                        " etag = VALUES(etag), body = VALUES(body), fetched_at = VALUES(fetched_at)",
-                        (owner, auid, etag, body, now))
+            batch(cur, ("INSERT INTO pa_xcap_document (owner, auid, etag, body, fetched_at)"
+                        " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE etag = VALUES(etag),"
+                        " body = VALUES(body), fetched_at = VALUES(fetched_at)",
+                        (owner, auid, etag, body, now)), COMMIT)
             return "created" if current is None else "replaced"
-        return self.db.run(work, transaction=True)
+        return self.db.run(work)
 
     def stale_rule_owners(self, auid: str, before: int, limit: int) -> list[str]:
         """Watched presentities whose copy of the rules is older than
@@ -588,72 +718,3 @@ class Store:
             row = cur.fetchone()
             return row[0] if row else None
         return self.db.run(work)
-
-    def subscriptions_of(self, presentity: str, event: str, now: int,
-                         domain: str | None = None) -> list[Subscription]:
-        """The live subscriptions to a presentity's event package."""
-        def work(cur):
-            cur.execute("SELECT " + _SUB_COLS + " FROM pa_subscription WHERE presentity = %s"
-                        " AND (%s IS NULL OR presence_domain = %s) AND event = %s"
-                        " AND expires_at > %s ORDER BY id", (presentity, domain, domain, event, now))
-            return [_subscription(row) for row in cur.fetchall()]
-        return self.db.run(work)
-
-    def reauthorize_subscription(self, sub: Subscription, status: str, permissions: int,
-                                 now: int) -> tuple[Subscription, bytes | None] | None:
-        """Move a subscription to a new status and permissions, if nobody did
-        since `sub` was read, reserving the CSeq of the NOTIFY that tells
-        the watcher; returns it with the document to send, or None."""
-        def work(cur):
-            changed = cur.execute(
-                "UPDATE pa_subscription SET status = %s, permissions = %s,"
-                " local_cseq = LAST_INSERT_ID(local_cseq + 1)"
-                " WHERE id = %s AND status = %s AND permissions = %s",
-                (status, permissions, sub.id, sub.status, sub.permissions))
-            if not changed:
-                return None
-            new = dataclasses.replace(sub, status=status, permissions=permissions,
-                                      local_cseq=cur.lastrowid)
-            key = (sub.presentity, sub.presence_domain, sub.event)
-            return new, self._documents(cur, [key]).get(key)
-        return self.db.run(work)
-
-    def end_subscription(self, sub: Subscription) -> Subscription | None:
-        """Remove a subscription the notifier ends, if it is still as read;
-        returns it with the CSeq of its final NOTIFY."""
-        def work(cur):
-            cur.execute("DELETE FROM pa_subscription WHERE id = %s AND status = %s"
-                        " AND permissions = %s RETURNING " + _SUB_COLS,
-                        (sub.id, sub.status, sub.permissions))
-            row = cur.fetchone()
-            if row is None:
-                return None
-            ended = _subscription(row)
-            ended.local_cseq += 1
-            return ended
-        return self.db.run(work)
-
-    def document_and_watchers(self, key: tuple[str, str, str], winfo_event: str):
-        """The presentity's document and whether anyone watches its watcher
-        list, in one round trip (the new-subscription path needs both)."""
-        def work(cur):
-            cur.execute(
-                "SELECT (SELECT body FROM pa_document WHERE presentity = %s"
-                " AND presence_domain = %s AND event = %s),"
-                " EXISTS (SELECT 1 FROM pa_subscription WHERE presentity = %s"
-                " AND presence_domain = %s AND event = %s AND status = 'active')",
-                (*key, key[0], key[1], winfo_event))
-            body, watched = cur.fetchone()
-            return body, bool(watched)
-        return self.db.run(work)
-
-    def watched(self, pairs: list[tuple[str, str]], event: str) -> set[tuple[str, str]]:
-        """Which (presentity, domain) pairs have active subscriptions to
-        `event`: one round trip for a whole batch."""
-        def work(cur):
-            cur.execute("SELECT DISTINCT presentity, presence_domain FROM pa_subscription"
-                        " WHERE event = %s AND status = 'active' AND (presentity, presence_domain)"
-                        " IN (" + ", ".join(["(%s, %s)"] * len(pairs)) + ")",
-                        [event] + [v for pair in pairs for v in pair])
-            return {tuple(row) for row in cur.fetchall()}
-        return self.db.run(work) if pairs else set()
