@@ -120,13 +120,10 @@ def _entry(failure_code=None):
 
 
 # NOTIFYs in flight, in Kamailio's shared memory (module htable): the
-# sending node's view of its NOTIFY transactions, like tm's own.
+# sending node's view of its NOTIFY transactions, like tm's own.  Key
+# "CSeq Call-ID" (what a reply carries), value "our-tag watcher-tag";
+# Call-IDs and tags hold no spaces (RFC 3261 25.1).
 IN_FLIGHT = "pa_notify"
-
-
-def _in_flight_key(dialog, cseq) -> str:
-    # Call-IDs and tags hold no spaces (RFC 3261 25.1).
-    return "%s %s %s %s" % (cseq, *dialog)
 
 
 def _message() -> bytes:
@@ -224,11 +221,12 @@ class PresenceAgentKemi:
         code = int(KSR.pv.get("$rs"))
         if code < 200:
             return 1
-        # Our NOTIFY's From tag is our tag, its To tag the watcher's.
-        dialog = (KSR.pv.get("$ci"), KSR.pv.get("$ft"), KSR.pv.get("$tt"))
+        call_id = KSR.pv.get("$ci")
         if self._tracking:
-            KSR.htable.sht_rm(IN_FLIGHT, _in_flight_key(dialog, KSR.pv.get("$cs")))
+            KSR.htable.sht_rm(IN_FLIGHT, "%s %s" % (KSR.pv.get("$cs"), call_id))
         if code >= 300:
+            # Our NOTIFY's From tag is our tag, its To tag the watcher's.
+            dialog = (call_id, KSR.pv.get("$ft"), KSR.pv.get("$tt"))
             for notify in self.agent.handle_notify_reply(dialog, code):
                 self._send_notify(notify)
         return 1
@@ -238,7 +236,8 @@ class PresenceAgentKemi:
         """htable's expiry of a NOTIFY in flight: it went unanswered."""
         if evname not in (None, "htable:expired:" + IN_FLIGHT):
             return 1
-        _, call_id, local_tag, remote_tag = KSR.pv.get("$shtrecord(key)").split(" ")
+        _, call_id = KSR.pv.get("$shtrecord(key)").split(" ")
+        local_tag, remote_tag = KSR.pv.get("$shtrecord(value)").split(" ")
         # Runs under htable's lock of this slot: send, but track nothing.
         for notify in self.agent.handle_notify_unanswered((call_id, local_tag, remote_tag)):
             self._send_notify(notify, track=False)
@@ -291,7 +290,9 @@ class PresenceAgentKemi:
                         notify.ruri, notify.call_id, notify.cseq)
         elif track and self._tracking:
             # In flight until its answer; htable reports it if none comes.
-            if KSR.htable.sht_setxi(IN_FLIGHT, _in_flight_key(notify.dialog, notify.cseq), 0,
+            call_id, local_tag, remote_tag = notify.dialog
+            if KSR.htable.sht_setxs(IN_FLIGHT, "%d %s" % (notify.cseq, call_id),
+                                    "%s %s" % (local_tag, remote_tag),
                                     self.settings.notify_timeout) < 0:
                 log.error("htable %s missing: unanswered NOTIFYs go unnoticed; define it as"
                           " kamailio.cfg.sample does", IN_FLIGHT)

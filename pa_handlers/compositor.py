@@ -77,7 +77,7 @@ class Compositor:
             if expires == 0:
                 return reply(200, ("Expires", "0"))
             changed, watched = self.store.add_publication(
-                key, etag, _source(req, ctx), ctx.publisher, _media_type(req), req.body,
+                key, etag, _source(req, ctx), ctx.publisher, _media_type(req),
                 parts.dumps(), now + expires, now, compose)
             action = "publish"
         else:
@@ -94,7 +94,7 @@ class Compositor:
                 action = "refresh"
             else:
                 known, changed, watched = self.store.modify_publication(
-                    key, if_match, etag, _media_type(req), req.body, parts.dumps(),
+                    key, if_match, etag, _media_type(req), parts.dumps(),
                     now + expires, now, compose)
                 action = "modify"
             if not known:

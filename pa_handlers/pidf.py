@@ -78,8 +78,8 @@ class Parts:
     extensions: list[str]       # other top-level elements (RPID person, device, ...)
 
     def dumps(self) -> bytes:
-        return json.dumps([[dataclasses.astuple(t) for t in self.tuples],
-                           self.notes, self.extensions], separators=(",", ":")).encode()
+        tuples = [(t.id, t.basic, t.contact, t.priority, t.xml) for t in self.tuples]
+        return json.dumps([tuples, self.notes, self.extensions], separators=(",", ":")).encode()
 
     @classmethod
     def loads(cls, data: bytes) -> "Parts":

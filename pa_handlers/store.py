@@ -512,16 +512,20 @@ class Store:
                 " AND event = %s AND expires_at > %s ORDER BY id", (*key, now))
 
     def _recompose(self, cur, key, now, compose, statements) -> tuple[bool, bool]:
-        """Run `statements` (the change), read the live publications,
-        compose, store the document if it changed, commit."""
-        *_, parts, watched = batch(cur, *statements, self._select_live_parts(key, now),
-                                   self._select_watched(key))
+        """Run `statements` (the change), read the live publications and
+        the current document, compose, store the document if it changed,
+        commit.  Returns (document changed, presentity watched)."""
+        *_, parts, current, watched = batch(cur, *statements, self._select_live_parts(key, now),
+                                            self._select_document(key), self._select_watched(key))
         body = compose([row[0] for row in parts.rows])
-        update, _ = batch(
-            cur, ("UPDATE pa_document SET body = %s, version = version + 1, updated_at = %s"
-                  " WHERE presentity = %s AND presence_domain = %s AND event = %s"
-                  " AND body <> %s", (body, now, *key, body)), COMMIT)
-        return update.rowcount == 1, bool(watched.rows[0][0])
+        changed = not current.rows or current.rows[0][0] != body
+        if changed:
+            batch(cur, ("UPDATE pa_document SET body = %s, version = version + 1,"
+                        " updated_at = %s WHERE presentity = %s AND presence_domain = %s"
+                        " AND event = %s", (body, now, *key)), COMMIT)
+        else:
+            cur.execute("COMMIT")
+        return changed, bool(watched.rows[0][0])
 
     def refresh_publication(self, key: tuple[str, str, str], etag: str, new_etag: str,
                             expires_at: int, now: int) -> bool:
@@ -535,7 +539,7 @@ class Store:
         return self.db.run(work)
 
     def add_publication(self, key: tuple[str, str, str], etag: str, source: str,
-                        publisher: str, content_type: str, body: bytes, parts: bytes,
+                        publisher: str, content_type: str, parts: bytes,
                         expires_at: int, now: int, compose) -> tuple[bool, bool]:
         """Store a new publication; it supersedes the earlier ones of the same
         source."""
@@ -546,9 +550,9 @@ class Store:
                                " AND origin = 'publish'", (*key, source)))
         statements.append((
             "INSERT INTO pa_publication (presentity, presence_domain, event, etag, source,"
-            " publisher, content_type, body, parts, expires_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (*key, etag, source, publisher, content_type, body, parts, expires_at, now)))
+            " publisher, content_type, parts, expires_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (*key, etag, source, publisher, content_type, parts, expires_at, now)))
         return self.db.run(lambda cur: self._recompose(cur, key, now, compose, statements))
 
     def _conditional_change(self, key, now, compose, change) -> tuple[bool, bool, bool]:
@@ -563,14 +567,14 @@ class Store:
         return self.db.run(work)
 
     def modify_publication(self, key: tuple[str, str, str], etag: str, new_etag: str,
-                           content_type: str, body: bytes, parts: bytes, expires_at: int,
+                           content_type: str, parts: bytes, expires_at: int,
                            now: int, compose) -> tuple[bool, bool, bool]:
         """Replace a publication's document."""
         return self._conditional_change(key, now, compose, (
-            "UPDATE pa_publication SET etag = %s, content_type = %s, body = %s, parts = %s,"
+            "UPDATE pa_publication SET etag = %s, content_type = %s, parts = %s,"
             " expires_at = %s, updated_at = %s WHERE etag = %s AND presentity = %s"
             " AND presence_domain = %s AND event = %s AND expires_at > %s",
-            (new_etag, content_type, body, parts, expires_at, now, etag, *key, now)))
+            (new_etag, content_type, parts, expires_at, now, etag, *key, now)))
 
     def remove_publication(self, key: tuple[str, str, str], etag: str, now: int,
                            compose) -> tuple[bool, bool, bool]:
@@ -629,8 +633,8 @@ class Store:
                 if old is None:
                     statements.append((
                         "INSERT INTO pa_publication (presentity, presence_domain, event, etag,"
-                        " origin, source, content_type, body, parts, expires_at, updated_at)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, '', '', %s, %s, %s)",
+                        " origin, source, content_type, parts, expires_at, updated_at)"
+                        " VALUES (%s, %s, %s, %s, %s, %s, '', %s, %s, %s)",
                         (*key, origin + "-" + secrets.token_urlsafe(12), origin, source, parts,
                          expires_at, now)))
                     recompose = True

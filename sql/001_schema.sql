@@ -81,15 +81,15 @@ CREATE TABLE pa_publication (
   source VARCHAR(512) NOT NULL DEFAULT '',
   publisher VARCHAR(255) NOT NULL DEFAULT '',
   content_type VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
-  -- The document as received, and its parsed parts ready to aggregate, so
-  -- that no stored publication is parsed again on the hot path.
-  body MEDIUMBLOB NOT NULL,
+  -- The published document's parts, parsed once and ready to aggregate
+  -- (JSON of serialized elements), so that no stored publication is
+  -- parsed again on the hot path.
   parts MEDIUMBLOB NOT NULL,
   expires_at INT UNSIGNED NOT NULL,
   updated_at INT UNSIGNED NOT NULL,
   UNIQUE KEY etag (etag),
-  KEY by_presentity (presentity, presence_domain, event),
-  KEY by_source (presentity, source(191)),
+  -- A presentity's publications, and within them one source's (supersede).
+  KEY by_presentity (presentity, presence_domain, event, source(128)),
   KEY by_expiry (expires_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
