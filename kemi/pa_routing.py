@@ -42,7 +42,11 @@ class PresenceRouting:
                 KSR.sl.sl_reply_error()
                 return 1
             if method == "SUBSCRIBE":
-                self.pa.handle_subscription(msg, "registrar")
+                # Presentities of the XMPP domains live in the jabber domain,
+                # fed by the XMPP gateway.
+                domain = "jabber" if (KSR.pv.get("$rd") or "").lower() in \
+                    self.pa.settings.xmpp_domains else "registrar"
+                self.pa.handle_subscription(msg, domain)
             else:
                 self.pa.handle_publish(msg, "registrar", self.publisher)
             return 1

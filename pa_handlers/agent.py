@@ -18,7 +18,7 @@ from .notifier import Notifier
 from .registration import Binding, Registrations
 from .xcap_server import HttpReply, HttpRequest, XcapServer
 from .sip import BadRequest, parse_request
-from .store import Store, StoreUnavailable
+from .store import Store, StoreUnavailable, warn_outage
 
 log = logging.getLogger("pa")
 
@@ -85,14 +85,41 @@ class PresenceAgent:
             return HttpReply(500, "Internal Server Error"), []
 
     def on_timer(self) -> list[Notify]:
-        """Called every second; runs the sweeps every timer_interval."""
+        """Called every second: the tasks other processes left, and every
+        timer_interval the sweeps."""
+        notifies = self.run_tasks()
         now = self.clock()
         if now < self._next_sweep:
-            return []
+            return notifies
         self._next_sweep = now + self.settings.timer_interval
-        notifies = self.notifier.expire_subscriptions()
+        notifies += self.notifier.expire_subscriptions()
         notifies += self.compositor.expire_publications(self.registrations.on_expiry)
         notifies += self.notifier.refresh_rules()
+        return notifies
+
+    def run_tasks(self, limit: int = 100) -> list[Notify]:
+        """What the XMPP gateway and pa-admin asked Kamailio to do: they
+        cannot send SIP themselves."""
+        notifies: list[Notify] = []
+        try:
+            tasks = self.store.claim_tasks(limit)
+        except StoreUnavailable as e:
+            warn_outage(log, "tasks", e)
+            return notifies
+        for kind, presentity, domain, argument in tasks:
+            try:
+                if kind == "fan-out":
+                    notifies += self.notifier.fan_out((presentity, domain, "presence"))
+                elif kind == "reauthorize":
+                    notifies += self.notifier.reauthorize(presentity)
+                elif kind == "remove":
+                    notifies += self.notifier.remove_watcher(presentity, domain, argument)
+                elif kind == "end":
+                    notifies += self.notifier.end_call(argument)
+                else:
+                    log.error("unknown task %r", kind)
+            except StoreUnavailable as e:
+                log.warning("task %s of %s not done: %s", kind, presentity, e)
         return notifies
 
     def _guard_event(self, name: str, domain: str, handle: Callable[[], list[Notify]]) -> list[Notify]:

@@ -23,7 +23,7 @@ from .config import Settings
 from .messages import Context, Notify, Outcome, reply
 from .notifier import PRESENCE, Notifier, granted_expires, served_event
 from .sip import BadRequest, SipRequest, is_token, parse_name_addr, parse_uri
-from .store import Store, StoreUnavailable
+from .store import Store, StoreUnavailable, warn_outage
 
 log = logging.getLogger("pa.compositor")
 
@@ -151,7 +151,7 @@ class Compositor:
                 if changed and watched:
                     notifies.extend(self.notifier.fan_out(key))
         except StoreUnavailable as e:
-            log.warning("publication timer paused: %s", e)
+            warn_outage(log, "publication timer", e)
         return notifies
 
 

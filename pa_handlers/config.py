@@ -60,6 +60,12 @@ class Settings:
     xcap_timeout: float = 2.0
     xcap_auth: str = "digest"
     xcap_nonce_secret: str = ""
+    # The jabber domain: the XMPP gateway (pa_handlers.xmpp_component).
+    xmpp_domains: tuple[str, ...] = ()
+    xmpp_component: str = ""
+    xmpp_component_server: str = "127.0.0.1:5347"
+    xmpp_component_secret: str = ""
+    xmpp_sip_domain: str = ""
 
     @property
     def default_priority(self) -> float:
@@ -125,6 +131,25 @@ def _document_path(value: Any) -> str:
     return value
 
 
+def _domains(key: str):
+    def check(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(
+                isinstance(v, str) and v and not any(c.isspace() or c in "@:/" for c in v)
+                for v in value):
+            raise ConfigError(f"'{key}' must be a list of domain names, not {value!r}")
+        return tuple(v.lower() for v in value)
+    return check
+
+
+def _hostport(key: str):
+    def check(value: Any) -> str:
+        host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"'{key}' must be host:port, not {value!r}")
+        return value
+    return check
+
+
 def _string(key: str):
     def check(value: Any) -> str:
         if not isinstance(value, str):
@@ -181,6 +206,11 @@ _CHECKS = {
     "xcap_timeout": _number("xcap_timeout", 0.1, 30),
     "xcap_auth": _choice("xcap_auth", ("digest", "none")),
     "xcap_nonce_secret": _string("xcap_nonce_secret"),
+    "xmpp_domains": _domains("xmpp_domains"),
+    "xmpp_component": _host("xmpp_component"),
+    "xmpp_component_server": _hostport("xmpp_component_server"),
+    "xmpp_component_secret": _string("xmpp_component_secret"),
+    "xmpp_sip_domain": _host("xmpp_sip_domain"),
 }
 
 
@@ -198,6 +228,10 @@ def settings_from_mapping(data: Any) -> Settings:
     settings = Settings(**values)
     if settings.min_expires > settings.max_subscription_expiration:
         raise ConfigError("'min_expires' must not exceed 'max_subscription_expiration'")
+    if settings.xmpp_component and not (settings.xmpp_component_secret
+                                        and settings.xmpp_sip_domain):
+        raise ConfigError("'xmpp_component' needs 'xmpp_component_secret' and"
+                          " 'xmpp_sip_domain'")
     return settings
 
 

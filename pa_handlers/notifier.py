@@ -15,7 +15,7 @@ from .messages import Context, Notify, Outcome, reply
 from .sip import (BadRequest, EventHeader, NameAddr, SipRequest, check_call_id, check_tag,
                   choose_media_type, is_token, parse_cseq, parse_delta_seconds, parse_event,
                   parse_name_addr, parse_uri)
-from .store import DialogResult, Store, StoreUnavailable
+from .store import DialogResult, Store, StoreUnavailable, warn_outage
 from .subscription import (ACTIVE, PENDING, TERMINATED, Subscription, build_notify,
                            subscription_state)
 
@@ -281,6 +281,29 @@ class Notifier:
             notifies += self.winfo_changed(domain, presentity, entries)
         return notifies
 
+    def remove_watcher(self, presentity: str, domain: str, watcher: str) -> list[Notify]:
+        """An operator removes a watcher: its subscriptions end
+        (deactivated: it may subscribe again and be judged anew)."""
+        ended = []
+        for sub in self.store.subscriptions_of(presentity, PRESENCE, self.now(), domain):
+            if sub.watcher == watcher:
+                gone = self.store.end_subscription(sub)
+                if gone is not None:
+                    ended.append(gone)
+        return self._end_all(ended, "deactivated")
+
+    def end_call(self, call_id: str) -> list[Notify]:
+        """An operator ends a subscription."""
+        return self._end_all(self.store.end_subscriptions_of_call(call_id), "deactivated")
+
+    def _end_all(self, ended: list[Subscription], reason: str) -> list[Notify]:
+        state = subscription_state(TERMINATED, 0, reason)
+        notifies = [build_notify(sub, sub.local_cseq, state) for sub in ended]
+        for sub in ended:
+            log.info("subscription of %s to %s ended by the operator (call-id=%s)",
+                     sub.watcher, sub.presentity, sub.call_id)
+        return notifies + self._winfo_for_ended(ended, winfo.DEACTIVATED)
+
     # -- answers to our NOTIFYs -------------------------------------------
 
     def notify_answered(self, dialog: tuple[str, str, str], code: int) -> list[Notify]:
@@ -329,7 +352,7 @@ class Notifier:
                     break
         except StoreUnavailable as e:
             # Nothing is lost: unclaimed rows wait for the next sweep.
-            log.warning("subscription timer paused: %s", e)
+            warn_outage(log, "subscription timer", e)
         return notifies
 
     def refresh_rules(self) -> list[Notify]:
@@ -341,7 +364,7 @@ class Notifier:
                 log.info("pres-rules of %s changed on the XCAP server", presentity)
                 notifies += self.reauthorize(presentity)
         except StoreUnavailable as e:
-            log.warning("pres-rules refresh paused: %s", e)
+            warn_outage(log, "pres-rules refresh", e)
         return notifies
 
 

@@ -28,6 +28,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _CALL_ID = re.compile(r"^[\x21-\x7e]{1,255}$")
 _DIGITS = re.compile(r"^[0-9]+$")
 _BAD_HOST = re.compile(r'[\s<>"]')
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class BadRequest(Exception):
@@ -89,6 +90,9 @@ def parse_request(data: bytes) -> SipRequest:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("Header Not UTF-8") from None
+    if _CONTROL.search(text):
+        # RFC 3261 25.1: header text holds no control characters but tab.
+        raise BadRequest("Control Character In Header")
     lines = text.replace("\r\n", "\n").split("\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or parts[2] != "SIP/2.0" or not is_token(parts[0]):

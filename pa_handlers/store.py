@@ -74,6 +74,19 @@ class StoreUnavailable(Exception):
     """The database cannot be reached or did not answer in time."""
 
 
+_last_outage_warning = 0.0
+
+
+def warn_outage(logger: logging.Logger, what: str, error: Exception) -> None:
+    """A timer that cannot reach the database says so once every 30 s, not
+    at every tick of an outage."""
+    global _last_outage_warning
+    now = time.monotonic()
+    if now - _last_outage_warning >= 30:
+        _last_outage_warning = now
+        logger.warning("%s paused, database unavailable: %s", what, error)
+
+
 class DialogResult(enum.Enum):
     OK = "ok"
     UNKNOWN = "unknown"   # no such subscription: 481
@@ -392,6 +405,18 @@ class Store:
             return _subscription(row) if row else None
         return self.db.run(work)
 
+    def end_subscriptions_of_call(self, call_id: str) -> list[Subscription]:
+        """Remove the subscriptions of a dialog, each with the CSeq of its
+        final NOTIFY."""
+        def work(cur):
+            cur.execute("DELETE FROM pa_subscription WHERE call_id = %s RETURNING " + _SUB_COLS,
+                        (call_id,))
+            ended = [_subscription(row) for row in cur.fetchall()]
+            for sub in ended:
+                sub.local_cseq += 1
+            return ended
+        return self.db.run(work)
+
     def claim_expired_subscriptions(self, now: int,
                                     limit: int) -> list[tuple[Subscription, bytes | None]]:
         """Remove up to `limit` expired subscriptions and return them with
@@ -619,17 +644,25 @@ class Store:
                                    now: int, compose) -> tuple[bool, bool]:
         """Reconcile the publications one origin (the registrar, the XMPP
         gateway) keeps for a presentity: `decide(parts by source)` returns
-        {source: (parts, expires_at)} to insert or update.  An update of
-        expiry alone recomposes nothing."""
+        {source: (parts, expires_at)} to insert or update, or {source: None}
+        to remove.  An update of expiry alone recomposes nothing."""
         def work(cur):
             _, _, current = batch(cur, BEGIN, self._lock_document(key, now), (
                 "SELECT source, parts, expires_at FROM pa_publication WHERE presentity = %s"
                 " AND presence_domain = %s AND event = %s AND origin = %s", (*key, origin)))
             existing = {source: (parts, expires_at) for source, parts, expires_at in current.rows}
             statements, recompose = [], False
-            for source, (parts, expires_at) in decide(
-                    {s: p for s, (p, _) in existing.items()}).items():
+            for source, change in decide({s: p for s, (p, _) in existing.items()}).items():
                 old = existing.get(source)
+                if change is None:
+                    if old is not None:
+                        statements.append((
+                            "DELETE FROM pa_publication WHERE presentity = %s"
+                            " AND presence_domain = %s AND event = %s AND origin = %s"
+                            " AND source = %s", (*key, origin, source)))
+                        recompose = True
+                    continue
+                parts, expires_at = change
                 if old is None:
                     statements.append((
                         "INSERT INTO pa_publication (presentity, presence_domain, event, etag,"
@@ -722,3 +755,257 @@ class Store:
             row = cur.fetchone()
             return row[0] if row else None
         return self.db.run(work)
+
+    # -- the task queue: work another process asks Kamailio to do ----------
+    #
+    # Processes outside Kamailio (the XMPP gateway, pa-admin) cannot send
+    # SIP; they leave a task, and the timer of some Kamailio node claims it
+    # within a second.
+
+    def enqueue_task(self, kind: str, presentity: str, domain: str, now: int,
+                     argument: str = "") -> None:
+        def work(cur):
+            cur.execute("INSERT INTO pa_task (kind, presentity, presence_domain, argument,"
+                        " created_at) VALUES (%s, %s, %s, %s, %s)",
+                        (kind, presentity, domain, argument, now))
+        self.db.run(work)
+
+    def claim_tasks(self, limit: int) -> list[tuple[str, str, str, str]]:
+        """Take up to `limit` tasks (kind, presentity, domain, argument),
+        each once across processes and nodes, duplicates merged."""
+        def work(cur):
+            _, claimed = batch(cur, BEGIN, (
+                "SELECT id, kind, presentity, presence_domain, argument FROM pa_task"
+                " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED", (limit,)))
+            if not claimed.rows:
+                cur.execute("COMMIT")
+                return []
+            batch(cur, ("DELETE FROM pa_task WHERE id IN (" + _placeholders(len(claimed.rows))
+                        + ")", [row[0] for row in claimed.rows]), COMMIT)
+            return list(dict.fromkeys(tuple(row[1:]) for row in claimed.rows))
+        return self.db.run(work)
+
+    def document_version(self, key: tuple[str, str, str]) -> tuple[int, bytes | None]:
+        def work(cur):
+            cur.execute("SELECT version, body FROM pa_document WHERE presentity = %s"
+                        " AND presence_domain = %s AND event = %s", key)
+            row = cur.fetchone()
+            return (row[0], row[1]) if row else (0, None)
+        return self.db.run(work)
+
+    # -- the XMPP gateway's links ---------------------------------------------
+
+    def jabber_watch_pairs(self, domain: str, now: int) -> set[tuple[str, str]]:
+        """(SIP watcher, XMPP user) of the live presence subscriptions to
+        presentities of `domain`."""
+        def work(cur):
+            cur.execute("SELECT DISTINCT watcher, presentity FROM pa_subscription"
+                        " WHERE presence_domain = %s AND event = 'presence' AND expires_at > %s",
+                        (domain, now))
+            return {tuple(row) for row in cur.fetchall()}
+        return self.db.run(work)
+
+    def xmpp_links(self, direction: str, jid: str | None = None,
+                   state: str | None = None) -> dict[tuple[str, str], str]:
+        """{(SIP user, JID): state} of the gateway's links one way."""
+        def work(cur):
+            cur.execute("SELECT sip_user, jid, state FROM pa_xmpp_link WHERE direction = %s"
+                        " AND (%s IS NULL OR jid = %s) AND (%s IS NULL OR state = %s)",
+                        (direction, jid, jid, state, state))
+            return {(sip_user, j): s for sip_user, j, s in cur.fetchall()}
+        return self.db.run(work)
+
+    def xmpp_link_state(self, direction: str, sip_user: str, jid: str) -> str | None:
+        def work(cur):
+            cur.execute("SELECT state FROM pa_xmpp_link WHERE direction = %s AND sip_user = %s"
+                        " AND jid = %s", (direction, sip_user, jid))
+            row = cur.fetchone()
+            return row[0] if row else None
+        return self.db.run(work)
+
+    def save_xmpp_link(self, direction: str, sip_user: str, jid: str, state: str,
+                       now: int) -> None:
+        def work(cur):
+            cur.execute("INSERT INTO pa_xmpp_link (direction, sip_user, jid, state, updated_at)"
+                        " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE"
+                        " state = VALUES(state), updated_at = VALUES(updated_at)",
+                        (direction, sip_user, jid, state, now))
+        self.db.run(work)
+
+    def delete_xmpp_link(self, direction: str, sip_user: str, jid: str) -> None:
+        def work(cur):
+            cur.execute("DELETE FROM pa_xmpp_link WHERE direction = %s AND sip_user = %s"
+                        " AND jid = %s", (direction, sip_user, jid))
+        self.db.run(work)
+
+    def mark_xmpp_link_version(self, direction: str, sip_user: str, jid: str,
+                               version: int) -> None:
+        def work(cur):
+            cur.execute("UPDATE pa_xmpp_link SET version = %s WHERE direction = %s"
+                        " AND sip_user = %s AND jid = %s", (version, direction, sip_user, jid))
+        self.db.run(work)
+
+    def xmpp_watchers_to_update(self, domain: str) -> list[tuple]:
+        """The XMPP watchers of SIP users that wait for authorization, or
+        whose SIP user's document changed since they were told:
+        (SIP user, JID, state, told version, current version, document)."""
+        def work(cur):
+            cur.execute(
+                "SELECT l.sip_user, l.jid, l.state, l.version, COALESCE(d.version, 0), d.body"
+                " FROM pa_xmpp_link l LEFT JOIN pa_document d ON d.presentity = l.sip_user"
+                " AND d.presence_domain = %s AND d.event = 'presence'"
+                " WHERE l.direction = 'in' AND (l.state = 'pending'"
+                " OR COALESCE(d.version, 0) <> l.version)", (domain,))
+            return list(cur.fetchall())
+        return self.db.run(work)
+
+    def save_xmpp_resource(self, jid: str, presence, now: int) -> list:
+        """Record the presence of one resource of an XMPP user (an
+        unavailable one is forgotten) and return all its resources'."""
+        from .xmpp_mapping import XmppPresence
+
+        def work(cur):
+            if presence.available:
+                first = ("INSERT INTO pa_xmpp_resource (jid, resource, available, shown, status,"
+                         " priority, updated_at) VALUES (%s, %s, 1, %s, %s, %s, %s)"
+                         " ON DUPLICATE KEY UPDATE shown = VALUES(shown), status = VALUES(status),"
+                         " priority = VALUES(priority), updated_at = VALUES(updated_at)",
+                         (jid, presence.resource, presence.show, presence.status[:1000],
+                          presence.priority, now))
+            else:
+                first = ("DELETE FROM pa_xmpp_resource WHERE jid = %s AND resource = %s",
+                         (jid, presence.resource))
+            _, rows = batch(cur, first, ("SELECT resource, shown, status, priority FROM"
+                                         " pa_xmpp_resource WHERE jid = %s ORDER BY resource",
+                                         (jid,)))
+            return [XmppPresence(True, show, status, priority, resource)
+                    for resource, show, status, priority in rows.rows]
+        return self.db.run(work)
+
+    def extend_origin_publications(self, origin: str, domain: str, expires_at: int) -> None:
+        def work(cur):
+            cur.execute("UPDATE pa_publication SET expires_at = %s WHERE origin = %s"
+                        " AND presence_domain = %s", (expires_at, origin, domain))
+        self.db.run(work)
+
+    def forget_xmpp_resources(self, jid: str) -> None:
+        def work(cur):
+            cur.execute("DELETE FROM pa_xmpp_resource WHERE jid = %s", (jid,))
+        self.db.run(work)
+
+    # -- pa-admin ---------------------------------------------------------------
+
+    def admin_presentities(self, domain: str, like: str, now: int) -> list[dict]:
+        def work(cur):
+            cur.execute(
+                "SELECT p.presentity, p.presence_domain, p.publications,"
+                " (SELECT COUNT(*) FROM pa_subscription s WHERE s.presentity = p.presentity"
+                "  AND s.presence_domain = p.presence_domain AND s.event = 'presence'"
+                "  AND s.expires_at > %s),"
+                " (SELECT d.version FROM pa_document d WHERE d.presentity = p.presentity"
+                "  AND d.presence_domain = p.presence_domain AND d.event = 'presence')"
+                " FROM (SELECT presentity, presence_domain, COUNT(*) AS publications"
+                "  FROM pa_publication WHERE presence_domain = %s AND presentity LIKE %s"
+                "  AND expires_at > %s GROUP BY presentity, presence_domain"
+                "  UNION SELECT presentity, presence_domain, 0 FROM pa_subscription"
+                "  WHERE presence_domain = %s AND presentity LIKE %s AND expires_at > %s"
+                "  AND presentity NOT IN (SELECT presentity FROM pa_publication"
+                "   WHERE presence_domain = %s AND expires_at > %s)"
+                "  GROUP BY presentity, presence_domain) p ORDER BY p.presentity",
+                (now, domain, f"%{like}%", now, domain, f"%{like}%", now, domain, now))
+            return [dict(presentity=r[0], domain=r[1], publications=r[2], watchers=r[3],
+                         version=r[4] or 0) for r in cur.fetchall()]
+        return self.db.run(work)
+
+    def admin_publications(self, presentity: str, domain: str, now: int) -> list[dict]:
+        def work(cur):
+            cur.execute("SELECT etag, origin, source, publisher, expires_at, updated_at"
+                        " FROM pa_publication WHERE presentity = %s AND presence_domain = %s"
+                        " AND expires_at > %s ORDER BY id", (presentity, domain, now))
+            names = ("etag", "origin", "source", "publisher", "expires_at", "updated_at")
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+        return self.db.run(work)
+
+    def admin_subscriptions(self, presentity: str, domain: str) -> list[dict]:
+        def work(cur):
+            cur.execute("SELECT watcher, event, status, expires_at, last_notify_code,"
+                        " local_cseq, call_id FROM pa_subscription WHERE presentity = %s"
+                        " AND presence_domain = %s ORDER BY event, watcher", (presentity, domain))
+            names = ("watcher", "event", "status", "expires_at", "last_notify_code",
+                     "local_cseq", "call_id")
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+        return self.db.run(work)
+
+    def admin_decisions(self, presentity: str, domain: str) -> list[dict]:
+        def work(cur):
+            cur.execute("SELECT watcher, status, reason, updated_at FROM pa_watcher"
+                        " WHERE presentity = %s AND presence_domain = %s ORDER BY watcher",
+                        (presentity, domain))
+            return [dict(watcher=r[0], status=r[1], reason=r[2], updated=r[3])
+                    for r in cur.fetchall()]
+        return self.db.run(work)
+
+    def admin_decide(self, presentity: str, watcher: str, domain: str, status: str,
+                     reason: str, now: int) -> None:
+        def work(cur):
+            cur.execute("INSERT INTO pa_watcher (presentity, watcher, presence_domain, event,"
+                        " status, reason, updated_at) VALUES (%s, %s, %s, 'presence', %s, %s, %s)"
+                        " ON DUPLICATE KEY UPDATE status = VALUES(status), reason = VALUES(reason),"
+                        " updated_at = VALUES(updated_at)",
+                        (presentity, watcher, domain, status, reason, now))
+        self.db.run(work)
+
+    def admin_forget_decision(self, presentity: str, watcher: str, domain: str) -> None:
+        def work(cur):
+            cur.execute("DELETE FROM pa_watcher WHERE presentity = %s AND watcher = %s"
+                        " AND presence_domain = %s", (presentity, watcher, domain))
+        self.db.run(work)
+
+    def admin_subscription_exists(self, call_id: str) -> bool:
+        def work(cur):
+            cur.execute("SELECT 1 FROM pa_subscription WHERE call_id = %s LIMIT 1", (call_id,))
+            return cur.fetchone() is not None
+        return self.db.run(work)
+
+    def admin_counts(self, now: int) -> dict:
+        def work(cur):
+            counts = {}
+            cur.execute("SELECT event, status, COUNT(*) FROM pa_subscription WHERE expires_at > %s"
+                        " GROUP BY event, status", (now,))
+            for event, status, n in cur.fetchall():
+                counts[f"subscriptions {event} {status}"] = n
+            cur.execute("SELECT origin, COUNT(*) FROM pa_publication WHERE expires_at > %s"
+                        " GROUP BY origin", (now,))
+            for origin, n in cur.fetchall():
+                counts[f"publications {origin}"] = n
+            cur.execute("SELECT COUNT(*) FROM pa_document WHERE body <> ''")
+            counts["documents"] = cur.fetchone()[0]
+            cur.execute("SELECT COUNT(*) FROM pa_task")
+            counts["tasks waiting"] = cur.fetchone()[0]
+            return counts
+        return self.db.run(work)
+
+    def admin_purge(self, now: int) -> dict:
+        """Delete expired rows without telling anyone (for a database no
+        Kamailio sweeps)."""
+        def work(cur):
+            results = batch(cur, BEGIN,
+                            ("DELETE FROM pa_subscription WHERE expires_at <= %s", (now,)),
+                            ("DELETE FROM pa_publication WHERE expires_at <= %s", (now,)),
+                            ("DELETE FROM pa_document WHERE body = '' AND NOT EXISTS (SELECT 1"
+                             " FROM pa_publication p WHERE p.presentity = pa_document.presentity)",
+                             ()), COMMIT)
+            return {"subscriptions": results[1].rowcount, "publications": results[2].rowcount,
+                    "empty documents": results[3].rowcount}
+        return self.db.run(work)
+
+    def apply_sql(self, text: str) -> None:
+        """Run a schema file (statements separated by ';' at line ends)."""
+        statements = [s.strip() for s in text.split(";\n") if s.strip()
+                      and not all(line.startswith("--") or not line.strip()
+                                  for line in s.strip().splitlines())]
+
+        def work(cur):
+            for statement in statements:
+                cur.execute(statement.rstrip(";"))
+        self.db.run(work)

@@ -133,4 +133,45 @@ CREATE TABLE pa_xcap_document (
   KEY by_age (fetched_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- Work for Kamailio from processes that cannot send SIP (the XMPP gateway,
+-- pa-admin): the timer of some node claims each task within a second.
+CREATE TABLE pa_task (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  -- fan-out | reauthorize | remove | end
+  kind VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  presentity VARCHAR(255) NOT NULL,
+  presence_domain VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  -- The watcher (remove) or the Call-ID (end).
+  argument VARCHAR(255) NOT NULL DEFAULT '',
+  created_at INT UNSIGNED NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- The XMPP gateway's presence subscriptions: 'out', a SIP user watching an
+-- XMPP user (state subscribing, subscribed, refused); 'in', an XMPP user
+-- watching a SIP user (state pending, active), with the version of the SIP
+-- user's document it was last told.
+CREATE TABLE pa_xmpp_link (
+  direction VARCHAR(3) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  sip_user VARCHAR(255) NOT NULL,
+  jid VARCHAR(255) NOT NULL,
+  state VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  version BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  updated_at INT UNSIGNED NOT NULL,
+  PRIMARY KEY (direction, sip_user, jid),
+  KEY by_jid (jid)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- The available resources of the XMPP users SIP users watch (RFC 6121
+-- presence per resource), from which their documents are built.
+CREATE TABLE pa_xmpp_resource (
+  jid VARCHAR(255) NOT NULL,
+  resource VARCHAR(255) NOT NULL,
+  available TINYINT UNSIGNED NOT NULL DEFAULT 1,
+  shown VARCHAR(8) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',
+  status VARCHAR(1000) NOT NULL DEFAULT '',
+  priority SMALLINT NOT NULL DEFAULT 0,
+  updated_at INT UNSIGNED NOT NULL,
+  PRIMARY KEY (jid, resource)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
 INSERT INTO pa_schema (version) VALUES (1);

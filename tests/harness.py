@@ -127,7 +127,38 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-class Kamailio:
+class Process:
+    """A server the tests run: its own process group, a log file."""
+
+    proc: subprocess.Popen | None = None
+    log_path: str = ""
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+
+class Kamailio(Process):
     """One Kamailio instance running a config of ours in the foreground."""
 
     def __init__(self, settings: dict, cfg: str = SAMPLE_CFG, port: int | None = None,
@@ -205,24 +236,6 @@ class Kamailio:
         except subprocess.TimeoutExpired:
             self.stop()
             raise
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def log(self) -> str:
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
 
     def cleanup(self) -> None:
         self.stop()

@@ -27,7 +27,8 @@ def rand(n=10) -> str:
 
 
 class Message:
-    def __init__(self, raw: bytes):
+    def __init__(self, raw: bytes, source: tuple[str, int] | None = None):
+        self.source = source  # where a UDP message came from
         head, _, body = raw.partition(b"\r\n\r\n")
         lines = head.decode("utf-8", "replace").split("\r\n")
         self.start = lines[0]
@@ -151,8 +152,8 @@ class SipUA:
         while not self._closed:
             try:
                 if self.transport == "udp":
-                    data, _ = self.sock.recvfrom(65535)
-                    self._dispatch(Message(data))
+                    data, source = self.sock.recvfrom(65535)
+                    self._dispatch(Message(data, source))
                     continue
                 data = self.sock.recv(65535)
                 if not data:
@@ -197,7 +198,13 @@ class SipUA:
         lines += [f"From: {request.get('from')}", f"To: {to}",
                   f"Call-ID: {request.call_id}", f"CSeq: {request.get('cseq')}",
                   "Content-Length: 0", "", ""]
-        self.send_raw("\r\n".join(lines).encode())
+        data = "\r\n".join(lines).encode()
+        if self.transport == "udp" and request.source:
+            # Answer where the request came from (RFC 3261 18.2.2): another
+            # node may have sent it.
+            self.sock.sendto(data, request.source)
+        else:
+            self.send_raw(data)
 
     def close(self):
         self._closed = True

@@ -40,6 +40,8 @@ def test_request_is_parsed_with_compact_forms_folding_and_lists():
     b"SUBSCRIBE sip:x SIP/2.0\r\nl: -1\r\n\r\n",
     b"SUBSCRIBE sip:x SIP/2.0\r\nFrom: \xff\xfe\r\n\r\n",
     b"SUBSCRIBE sip:x SIP/2.0\r\n continuation first\r\n\r\n",
+    b"SUBSCRIBE sip:x SIP/2.0\r\nSubject: a\x00b\r\n\r\n",
+    b"SUBSCRIBE sip:x SIP/2.0\r\nSubject: a\x1bb\r\n\r\n",
 ])
 def test_malformed_requests_are_bad_requests(raw):
     with pytest.raises(BadRequest):
