@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import sys
+import time
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
@@ -25,12 +26,13 @@ if _ROOT not in sys.path:
 
 import KSR  # noqa: E402  (provided by app_python3)
 
+from pa_handlers import metrics, schema  # noqa: E402
 from pa_handlers.agent import PresenceAgent  # noqa: E402
 from pa_handlers.config import ConfigError, load_settings  # noqa: E402
 from pa_handlers.messages import Context, Outcome  # noqa: E402
 from pa_handlers.registration import Binding  # noqa: E402
 from pa_handlers.xcap_server import HttpRequest  # noqa: E402
-from pa_handlers.store import SCHEMA_VERSION, Database, Store, StoreUnavailable  # noqa: E402
+from pa_handlers.store import Database, Store, StoreUnavailable  # noqa: E402
 
 log = logging.getLogger("pa")
 
@@ -144,6 +146,43 @@ def _context(publisher: str = "") -> Context:
     )
 
 
+class _Statistics:
+    """Counters in Kamailio's statistics module, when the configuration
+    declares them (kemi/pa-statistics.cfg); otherwise nothing is counted."""
+
+    def __init__(self):
+        self._enabled = None
+
+    @property
+    def enabled(self) -> bool:
+        # Asked once per process: the module is loaded and ours declared.
+        if self._enabled is None:
+            self._enabled = (hasattr(KSR, "statistics")
+                             and KSR.pv.get("$stat(%s)" % metrics.PROBE) is not None)
+            if not self._enabled:
+                log.debug("statistics not declared: nothing counted")
+        return self._enabled
+
+    def add(self, name, n=1):
+        if self.enabled:
+            KSR.statistics.update_stat(name, n)
+
+    def request(self, method, code, started_ns):
+        if self.enabled:
+            update = KSR.statistics.update_stat
+            update(metrics.requests(method), 1)
+            update(metrics.answer(method, code), 1)
+            update(metrics.handling_time(method), (time.perf_counter_ns() - started_ns) // 1000)
+
+    def set_gauges(self, values):
+        """A statistic has no set: add the difference.  Only the timer
+        process sets gauges."""
+        for name, value in values.items():
+            current = KSR.pv.get("$stat(%s)" % name)
+            if current is not None and int(current) != value:
+                KSR.statistics.update_stat(name, value - int(current))
+
+
 class PresenceAgentKemi:
     """The handlers, bound to this Kamailio process's database connection."""
 
@@ -153,6 +192,8 @@ class PresenceAgentKemi:
         self._pid = None
         self._local_sockets = {}
         self._tracking = not settings.ignore_408_on_notify
+        self.stats = _Statistics()
+        self._next_gauges = 0.0
 
     @property
     def agent(self) -> PresenceAgent:
@@ -169,16 +210,22 @@ class PresenceAgentKemi:
 
     @_entry(failure_code=500)
     def handle_subscription(self, msg, domain="registrar"):
-        self._answer(self.agent.handle_subscription(_message(), _context(), domain))
+        started = time.perf_counter_ns()
+        outcome = self.agent.handle_subscription(_message(), _context(), domain)
+        self._answer(outcome)
+        self.stats.request("subscribe", outcome.reply.code, started)
         return 1
 
     @_entry(failure_code=500)
     def handle_publish(self, msg, domain="registrar", publisher=None):
         """`publisher`: the identity your routing authenticated (a SIP URI);
         from native routing, set $avp(pa_publisher) before python_exec."""
+        started = time.perf_counter_ns()
         if publisher is None:
             publisher = KSR.pv.get("$avp(pa_publisher)") or ""
-        self._answer(self.agent.handle_publish(_message(), _context(publisher), domain))
+        outcome = self.agent.handle_publish(_message(), _context(publisher), domain)
+        self._answer(outcome)
+        self.stats.request("publish", outcome.reply.code, started)
         return 1
 
     @_entry()
@@ -221,6 +268,7 @@ class PresenceAgentKemi:
         code = int(KSR.pv.get("$rs"))
         if code < 200:
             return 1
+        self.stats.add(metrics.notify_answer(code))
         call_id = KSR.pv.get("$ci")
         if self._tracking:
             KSR.htable.sht_rm(IN_FLIGHT, "%s %s" % (KSR.pv.get("$cs"), call_id))
@@ -238,6 +286,7 @@ class PresenceAgentKemi:
             return 1
         _, call_id = KSR.pv.get("$shtrecord(key)").split(" ")
         local_tag, remote_tag = KSR.pv.get("$shtrecord(value)").split(" ")
+        self.stats.add(metrics.NOTIFY_UNANSWERED)
         # Runs under htable's lock of this slot: send, but track nothing.
         for notify in self.agent.handle_notify_unanswered((call_id, local_tag, remote_tag)):
             self._send_notify(notify, track=False)
@@ -271,6 +320,9 @@ class PresenceAgentKemi:
         """Call every second (rtimer); runs the sweeps every timer_interval."""
         for notify in self.agent.on_timer():
             self._send_notify(notify)
+        if self.stats.enabled and time.time() >= self._next_gauges:
+            self._next_gauges = time.time() + self.settings.timer_interval
+            self.stats.set_gauges(self.agent.gauges())
         return 1
 
     def _answer(self, outcome: Outcome):
@@ -282,21 +334,30 @@ class PresenceAgentKemi:
             self._send_notify(notify)
 
     def _send_notify(self, notify, track=True):
-        socket = notify.socket if self._is_local(notify.socket) else ""
-        rc = KSR.tm.t_uac_send("NOTIFY", notify.ruri, notify.nexthop, socket,
-                               notify.headers, notify.body)
-        if rc < 0:
-            log.warning("NOTIFY to %s (call-id=%s cseq=%d) could not be sent",
-                        notify.ruri, notify.call_id, notify.cseq)
-        elif track and self._tracking:
+        key = None
+        if track and self._tracking:
             # In flight until its answer; htable reports it if none comes.
+            # Recorded before it leaves: the answer may reach another
+            # process before t_uac_send returns here.
             call_id, local_tag, remote_tag = notify.dialog
-            if KSR.htable.sht_setxs(IN_FLIGHT, "%d %s" % (notify.cseq, call_id),
-                                    "%s %s" % (local_tag, remote_tag),
+            key = "%d %s" % (notify.cseq, call_id)
+            if KSR.htable.sht_setxs(IN_FLIGHT, key, "%s %s" % (local_tag, remote_tag),
                                     self.settings.notify_timeout) < 0:
                 log.error("htable %s missing: unanswered NOTIFYs go unnoticed; define it as"
                           " kamailio.cfg.sample does", IN_FLIGHT)
                 self._tracking = False
+                key = None
+        socket = notify.socket if self._is_local(notify.socket) else ""
+        rc = KSR.tm.t_uac_send("NOTIFY", notify.ruri, notify.nexthop, socket,
+                               notify.headers, notify.body)
+        if rc < 0:
+            if key is not None:
+                KSR.htable.sht_rm(IN_FLIGHT, key)
+            self.stats.add(metrics.NOTIFY_NOT_SENT)
+            log.warning("NOTIFY to %s (call-id=%s cseq=%d) could not be sent",
+                        notify.ruri, notify.call_id, notify.cseq)
+            return
+        self.stats.add(metrics.NOTIFY_SENT)
 
     def _is_local(self, socket):
         """Whether this node listens on `socket` (another node may have
@@ -320,13 +381,9 @@ def _check_database(settings) -> bool:
         return True
     finally:
         db.discard()
-    if version is None:
-        log.error("database %s has no presence agent schema: apply sql/*.sql to it",
-                  settings.db_url.redacted())
-        return False
-    if version > SCHEMA_VERSION:
-        log.error("database schema version %d is newer than this plugin knows (%d)",
-                  version, SCHEMA_VERSION)
+    trouble = schema.problem(version)
+    if trouble:
+        log.error("database %s: %s", settings.db_url.redacted(), trouble)
         return False
     return True
 

@@ -92,7 +92,11 @@ class PresenceRouting:
         return 1
 
     def ksr_xhttp_event(self, msg, evname=None):
-        # HTTP on the SIP TCP port: the built-in XCAP server.
+        # HTTP on the SIP TCP port: Prometheus metrics at /metrics, and the
+        # built-in XCAP server.
+        if KSR.xhttp_prom.check_uri() > 0:
+            KSR.xhttp_prom.dispatch()
+            return 1
         return self.pa.handle_xcap(msg)
 
     def ksr_htable_event(self, msg, evname=None):

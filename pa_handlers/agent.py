@@ -17,7 +17,7 @@ from .compositor import Compositor
 from .notifier import Notifier
 from .registration import Binding, Registrations
 from .xcap_server import HttpReply, HttpRequest, XcapServer
-from .sip import BadRequest, parse_request
+from .sip import BadRequest, SipRequest, parse_name_addr, parse_request, parse_uri
 from .store import Store, StoreUnavailable, warn_outage
 
 log = logging.getLogger("pa")
@@ -39,12 +39,12 @@ class PresenceAgent:
         self._next_sweep = 0.0
 
     def handle_subscription(self, message: bytes, ctx: Context, domain: str) -> Outcome:
-        return self._guard("handle_subscription", domain,
-                           lambda: self.notifier.subscribe(parse_request(message), ctx, domain))
+        return self._guard("handle_subscription", domain, message,
+                           lambda req: self.notifier.subscribe(req, ctx, domain))
 
     def handle_publish(self, message: bytes, ctx: Context, domain: str) -> Outcome:
-        return self._guard("handle_publish", domain,
-                           lambda: self.compositor.publish(parse_request(message), ctx, domain))
+        return self._guard("handle_publish", domain, message,
+                           lambda req: self.compositor.publish(req, ctx, domain))
 
     def handle_registration(self, domain: str, aor: str, bindings: list[Binding]) -> list[Notify]:
         """After a REGISTER was saved: the AOR's bindings as usrloc has them."""
@@ -97,6 +97,15 @@ class PresenceAgent:
         notifies += self.notifier.refresh_rules()
         return notifies
 
+    def gauges(self) -> dict[str, int]:
+        """The cluster-wide gauges (metrics.GAUGES); empty while the
+        database is unreachable."""
+        try:
+            return self.store.gauges(int(self.clock()))
+        except StoreUnavailable as e:
+            warn_outage(log, "gauges", e)
+            return {}
+
     def run_tasks(self, limit: int = 100) -> list[Notify]:
         """What the XMPP gateway and pa-admin asked Kamailio to do: they
         cannot send SIP themselves."""
@@ -116,6 +125,8 @@ class PresenceAgent:
                     notifies += self.notifier.remove_watcher(presentity, domain, argument)
                 elif kind == "end":
                     notifies += self.notifier.end_call(argument)
+                elif kind == "sweep":
+                    self._next_sweep = 0.0  # on_timer sweeps right after
                 else:
                     log.error("unknown task %r", kind)
             except StoreUnavailable as e:
@@ -144,17 +155,50 @@ class PresenceAgent:
                   name, domain, ", ".join(KNOWN_DOMAINS))
         return False
 
-    def _guard(self, name: str, domain: str, handle: Callable[[], Outcome]) -> Outcome:
+    def _guard(self, name: str, domain: str, message: bytes,
+               handle: Callable[[SipRequest], Outcome]) -> Outcome:
         if not self._known_domain(name, domain):
             return reply(500, reason="Server Internal Error (Unknown Presence Domain)")
+        req = None
         try:
-            return handle()
+            req = parse_request(message)
+            outcome = handle(req)
         except BadRequest as e:
-            return reply(400, reason=e.reason)
+            outcome = reply(400, reason=e.reason)
+            outcome.detail = e.reason
         except StoreUnavailable as e:
             log.error("%s: %s", name, e)
-            return reply(500, ("Retry-After", str(self.settings.retry_after)),
-                         reason="Server Internal Error (Database Unavailable)")
+            outcome = reply(500, ("Retry-After", str(self.settings.retry_after)),
+                            reason="Server Internal Error (Database Unavailable)")
+            outcome.detail = "database unavailable"
         except Exception:
             log.exception("%s failed", name)
-            return reply(500)
+            outcome = reply(500)
+            outcome.detail = "internal error"
+        if log.isEnabledFor(logging.INFO):
+            log_request(req, outcome)
+        return outcome
+
+
+def log_request(req: SipRequest | None, outcome: Outcome) -> None:
+    """One line per handled request: what operators grep for."""
+    method, presentity, party, call_id = "?", "-", "-", "-"
+    if req is not None:
+        method = req.method
+        presentity = _aor(req.header("to"))
+        party = _aor(req.header("from"))
+        call_id = req.header("call-id") or "-"
+    role = "publisher" if method == "PUBLISH" else "watcher"
+    detail = outcome.detail or (outcome.reply.reason if outcome.reply.code >= 300 else "")
+    log.info("%s presentity=%s %s=%s answer=%d call-id=%s%s", method, presentity, role, party,
+             outcome.reply.code, call_id, f" ({detail})" if detail else "")
+
+
+def _aor(value: str | None) -> str:
+    """user@host of a From/To value, or what can be shown of a bad one."""
+    if not value:
+        return "-"
+    try:
+        return parse_uri(parse_name_addr(value).uri).aor
+    except BadRequest:
+        return repr(value[:80])

@@ -26,6 +26,10 @@ from . import presrules
 from .config import Settings
 from .store import Store
 from .subscription import ACTIVE, PENDING, TERMINATED
+
+# A decision (pa_watcher.status) besides the subscription states: the
+# watcher looks active and is shown nothing (RFC 5025 3.2.1).
+POLITE_BLOCK = "polite-block"
 from .xcap_client import XcapClient, XcapUnavailable
 
 log = logging.getLogger("pa.authorization")
@@ -95,6 +99,8 @@ class Authorizer:
                 return WAIT
             if decided[0] == ACTIVE:
                 return ACTIVE_ALL
+            if decided[0] == POLITE_BLOCK:
+                return Authorization(ACTIVE, permissions=presrules.NOTHING)
             return Authorization(TERMINATED, decided[1] or "rejected", presrules.NOTHING)
         return self.by_rules(presentity, watcher, self.rules_of(presentity))
 
@@ -110,7 +116,6 @@ class Authorizer:
         if decision.sub_handling == presrules.ALLOW:
             return Authorization(ACTIVE, permissions=decision.permissions)
         if decision.sub_handling == presrules.POLITE_BLOCK:
-            # Looks active to the watcher, and shows it nothing (RFC 5025 3.2.1).
             return Authorization(ACTIVE, permissions=presrules.NOTHING)
         if decision.sub_handling == presrules.BLOCK:
             return REJECTED

@@ -53,8 +53,11 @@ class Compositor:
         presentity = presentity_uri.aor
         if len(presentity) > 255:
             raise BadRequest("Request-URI Too Long")
-        if not self._may_publish(ctx.publisher, presentity):
-            return reply(403)
+        refusal = self._refusal(ctx.publisher, presentity)
+        if refusal:
+            refused = reply(403)
+            refused.detail = refusal
+            return refused
         expires = granted_expires(req, self.settings, self.settings.max_publish_expiration)
         if isinstance(expires, Outcome):
             return expires
@@ -71,7 +74,7 @@ class Compositor:
 
         key = (presentity, domain, event.package)
         now = self.now()
-        compose = _composer(presentity)
+        compose = composer(presentity)
         etag = new_etag()
         if if_match is None:
             if expires == 0:
@@ -100,31 +103,30 @@ class Compositor:
             if not known:
                 return reply(412)
 
-        log.info("PUBLISH %s %s expires=%d changed=%s call-id=%s", presentity, action,
-                 expires, changed, req.header("call-id"))
         outcome = reply(200, ("Expires", str(expires))) if expires == 0 else \
             reply(200, ("SIP-ETag", etag), ("Expires", str(expires)))
+        outcome.detail = f"{action}, expires {expires}" + (", changed" if changed else "")
         if changed and watched:
             outcome.notifies.extend(self.notifier.fan_out(key))
         return outcome
 
-    def _may_publish(self, publisher: str, presentity: str) -> bool:
-        """With authorization on, only the presentity itself publishes its
-        state; the routing script tells us who authenticated."""
+    def _refusal(self, publisher: str, presentity: str) -> str:
+        """Why this PUBLISH may not go on ("" when it may): with
+        authorization on, only the presentity itself publishes its state;
+        the routing script tells us who authenticated."""
         if self.settings.auth == "none":
-            return True
+            return ""
         if not publisher:
             log.warning("PUBLISH for %s refused: no authenticated publisher identity"
                         " (set $avp(pa_publisher) after authenticating)", presentity)
-            return False
+            return "no authenticated publisher"
         try:
             identity = parse_uri(publisher).aor
         except BadRequest:
             identity = publisher
         if identity != presentity:
-            log.info("PUBLISH for %s refused: publisher is %s", presentity, identity)
-            return False
-        return True
+            return f"publisher is {identity}"
+        return ""
 
     def _parse(self, req: SipRequest) -> pidf.Parts | Outcome:
         if _media_type(req) not in pidf.PUBLISH_TYPES:
@@ -144,7 +146,7 @@ class Compositor:
         now = self.now()
         try:
             for key in self.store.presentities_with_expired_publications(now, TIMER_BATCH):
-                changed, watched = self.store.expire_publications(key, now, _composer(key[0]),
+                changed, watched = self.store.expire_publications(key, now, composer(key[0]),
                                                                   on_expiry)
                 if changed:
                     log.info("publication of %s expired", key[0])
@@ -155,7 +157,7 @@ class Compositor:
         return notifies
 
 
-def _composer(presentity: str):
+def composer(presentity: str):
     return lambda stored: pidf.compose(presentity, [pidf.Parts.loads(p) for p in stored])
 
 

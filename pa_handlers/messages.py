@@ -45,6 +45,7 @@ class Outcome:
     """What to do for one request: reply first, then send the NOTIFYs."""
     reply: Reply
     notifies: list[Notify] = dataclasses.field(default_factory=list)
+    detail: str = ""      # for the request's log line: what was decided
 
 
 REASONS = {

@@ -81,9 +81,9 @@ class Notifier:
         else:
             authorization = self.authorizer.presence(domain, presentity, watcher)
         if authorization.status == TERMINATED:
-            log.info("SUBSCRIBE %s to %s by %s refused (%s)", event.package, presentity,
-                     watcher, authorization.reason)
-            return reply(403)
+            refused = reply(403)
+            refused.detail = f"{event.package}, refused: {authorization.reason}"
+            return refused
         now = self.now()
         sub = Subscription(
             presence_domain=domain, event=event.package, event_id=check_event_id(event.id),
@@ -116,8 +116,7 @@ class Notifier:
                 outcome.notifies += self.winfo_changed(
                     domain, presentity, [winfo.entry(sub, winfo.SUBSCRIBE, now)],
                     known_watched=True)
-        log.info("SUBSCRIBE %s %s watcher=%s %s expires=%d call-id=%s", event.package,
-                 presentity, watcher, sub.status, expires, call_id)
+        outcome.detail = f"{event.package}, {sub.status}, expires {expires}"
         return outcome
 
     def _in_dialog(self, req, ctx, event, dialog, cseq, expires: int) -> Outcome:
@@ -151,9 +150,8 @@ class Notifier:
                 outcome.notifies += self.winfo_changed(
                     sub.presence_domain, sub.presentity,
                     [winfo.entry(sub, winfo.TIMEOUT, self.now(), TERMINATED)])
-        log.info("SUBSCRIBE %s %s watcher=%s %s expires=%d call-id=%s", sub.event,
-                 sub.presentity, sub.watcher, "refresh" if expires else "unsubscribe",
-                 expires, sub.call_id)
+        outcome.detail = (f"{sub.event}, refresh, expires {expires}" if expires
+                          else f"{sub.event}, unsubscribe")
         return outcome
 
     def _ok(self, ctx: Context, expires: int) -> Outcome:
@@ -420,7 +418,11 @@ def _contact(req: SipRequest, required: bool) -> str | None:
 
 
 def _route_set(req: SipRequest) -> str:
-    routes = req.header_list("record-route")
+    return route_set_of(req.header_list("record-route"))
+
+
+def route_set_of(routes: list[str]) -> str:
+    """Record-Route values, in received order, as a subscription keeps them."""
     for route in routes:
         parse_uri(parse_name_addr(route).uri)
     joined = ", ".join(routes)

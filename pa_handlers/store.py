@@ -242,6 +242,12 @@ def _placeholders(n: int, one: str = "%s") -> str:
 _ROLLBACK = "ROLLBACK"
 
 
+def _has_table(cur, name: str) -> bool:
+    cur.execute("SELECT 1 FROM information_schema.tables"
+                " WHERE table_schema = DATABASE() AND table_name = %s", (name,))
+    return cur.fetchone() is not None
+
+
 class Store:
     def __init__(self, db: Database):
         self.db = db
@@ -250,13 +256,14 @@ class Store:
 
     def schema_version(self) -> int | None:
         def work(cur):
-            cur.execute("SELECT table_name FROM information_schema.tables"
-                        " WHERE table_schema = DATABASE() AND table_name = 'pa_schema'")
-            if not cur.fetchone():
+            if not _has_table(cur, "pa_schema"):
                 return None
             cur.execute("SELECT MAX(version) FROM pa_schema")
             return cur.fetchone()[0]
         return self.db.run(work)
+
+    def has_table(self, name: str) -> bool:
+        return self.db.run(lambda cur: _has_table(cur, name))
 
     # -- authorization decisions ----------------------------------------
 
@@ -893,6 +900,28 @@ class Store:
             cur.execute("DELETE FROM pa_xmpp_resource WHERE jid = %s", (jid,))
         self.db.run(work)
 
+    # -- statistics -------------------------------------------------------------
+
+    def gauges(self, now: int) -> dict[str, int]:
+        """The cluster-wide gauges of metrics.GAUGES, in one round trip."""
+        def work(cur):
+            subs, pubs = batch(
+                cur,
+                ("SELECT event, status, COUNT(*) FROM pa_subscription WHERE expires_at > %s"
+                 " GROUP BY event, status", (now,)),
+                ("SELECT COUNT(*), COUNT(DISTINCT presentity, presence_domain)"
+                 " FROM pa_publication WHERE expires_at > %s", (now,)))
+            counts = {(event, status): int(n) for event, status, n in subs.rows}
+            return {
+                "pa_subscriptions_active": counts.get(("presence", "active"), 0),
+                "pa_subscriptions_pending": counts.get(("presence", "pending"), 0),
+                "pa_winfo_subscriptions": sum(n for (event, _), n in counts.items()
+                                              if event == "presence.winfo"),
+                "pa_publications": int(pubs.rows[0][0]),
+                "pa_presentities": int(pubs.rows[0][1]),
+            }
+        return self.db.run(work)
+
     # -- pa-admin ---------------------------------------------------------------
 
     def admin_presentities(self, domain: str, like: str, now: int) -> list[dict]:
@@ -985,18 +1014,13 @@ class Store:
             return counts
         return self.db.run(work)
 
-    def admin_purge(self, now: int) -> dict:
-        """Delete expired rows without telling anyone (for a database no
-        Kamailio sweeps)."""
+    def admin_expired(self, now: int) -> dict:
+        """Expired state not yet swept."""
         def work(cur):
-            results = batch(cur, BEGIN,
-                            ("DELETE FROM pa_subscription WHERE expires_at <= %s", (now,)),
-                            ("DELETE FROM pa_publication WHERE expires_at <= %s", (now,)),
-                            ("DELETE FROM pa_document WHERE body = '' AND NOT EXISTS (SELECT 1"
-                             " FROM pa_publication p WHERE p.presentity = pa_document.presentity)",
-                             ()), COMMIT)
-            return {"subscriptions": results[1].rowcount, "publications": results[2].rowcount,
-                    "empty documents": results[3].rowcount}
+            subs, pubs = batch(
+                cur, ("SELECT COUNT(*) FROM pa_subscription WHERE expires_at <= %s", (now,)),
+                ("SELECT COUNT(*) FROM pa_publication WHERE expires_at <= %s", (now,)))
+            return {"subscriptions": int(subs.rows[0][0]), "publications": int(pubs.rows[0][0])}
         return self.db.run(work)
 
     def apply_sql(self, text: str) -> None:
@@ -1009,3 +1033,159 @@ class Store:
             for statement in statements:
                 cur.execute(statement.rstrip(";"))
         self.db.run(work)
+
+    # -- import from native presence -------------------------------------------
+    #
+    # pa-admin import-native (pa_handlers.native_import) reads the tables of
+    # Kamailio's own presence module and carries their live state into ours.
+    # The reads run on a Store over the native module's database; the
+    # writes, all of one run, in one transaction on ours.
+
+    def native_missing(self) -> list[str]:
+        """What this database lacks of the native presence module's tables:
+        'table' for a missing table, 'table.column' for a missing column."""
+        def work(cur):
+            cur.execute("SELECT table_name, column_name FROM information_schema.columns"
+                        " WHERE table_schema = DATABASE() AND table_name IN ("
+                        + _placeholders(len(NATIVE_COLUMNS)) + ")", tuple(NATIVE_COLUMNS))
+            return {(str(t), str(c)) for t, c in cur.fetchall()}
+        present = self.db.run(work)
+        tables = {t for t, _ in present}
+        missing = []
+        for table, columns in NATIVE_COLUMNS.items():
+            if table not in tables:
+                missing.append(table)
+            else:
+                missing += [f"{table}.{c}" for c in columns if (table, c) not in present]
+        return missing
+
+    def _native_rows(self, table: str, where: str, args: tuple) -> list[dict]:
+        columns = NATIVE_COLUMNS[table]
+
+        def work(cur):
+            cur.execute("SELECT " + ", ".join(columns) + " FROM " + table + where
+                        + " ORDER BY id", args)
+            return [dict(zip(columns, row)) for row in cur.fetchall()]
+        return self.db.run(work)
+
+    def native_publications(self, now: int) -> list[dict]:
+        """The live rows of `presentity`, oldest first (the order in which
+        our aggregate lists publications)."""
+        rows = self._native_rows("presentity", " WHERE expires > %s", (now,))
+        return sorted(rows, key=lambda r: (r["received_time"], r["id"]))
+
+    def native_subscriptions(self, now: int) -> list[dict]:
+        """The live rows of `active_watchers` (expires is absolute there)."""
+        return self._native_rows("active_watchers", " WHERE expires > %s", (now,))
+
+    def native_decisions(self) -> list[dict]:
+        """The rows of `watchers`: authorization decisions, which do not expire."""
+        return self._native_rows("watchers", "", ())
+
+    def import_native_state(self, publications: list[tuple], subscriptions: list[Subscription],
+                            decisions: list[tuple], now: int,
+                            composer: Callable[[str], Callable[[list[bytes]], bytes]]) -> dict:
+        """Insert, in one transaction, what is not there yet:
+        publications (key, etag, source, publisher, content_type, parts,
+        expires_at, updated_at) -- one is there when its entity-tag or its
+        source (which names the native row) is; subscriptions, by dialog;
+        decisions (presentity, watcher, domain, event, status, reason,
+        updated_at), by their key.  Recomposes the document of every
+        presentity that got a publication (`composer(presentity)` gives the
+        compose function of the PUBLISH path), and leaves a fan-out task for
+        each presentity that got a publication or an active presence
+        subscription: pa-admin cannot send SIP, and the first Kamailio timer
+        then tells the imported watchers the current document.  Returns the
+        numbers inserted and found already present."""
+        def work(cur):
+            cur.execute("START TRANSACTION")
+            etags = _existing(cur, "SELECT etag FROM pa_publication WHERE etag IN", "(%s)",
+                              [(p[1],) for p in publications])
+            sources = _existing(cur, "SELECT presentity, presence_domain, event, source"
+                                " FROM pa_publication WHERE (presentity, presence_domain, event,"
+                                " source) IN", "(%s, %s, %s, %s)",
+                                [(*p[0], p[2]) for p in publications])
+            dialogs = _existing(cur, "SELECT call_id, local_tag, remote_tag FROM pa_subscription"
+                                " WHERE (call_id, local_tag, remote_tag) IN", "(%s, %s, %s)",
+                                [s.dialog for s in subscriptions])
+            decided = _existing(cur, "SELECT presentity, watcher, presence_domain, event"
+                                " FROM pa_watcher WHERE (presentity, watcher, presence_domain,"
+                                " event) IN", "(%s, %s, %s, %s)", [d[:4] for d in decisions])
+            new_pubs = [p for p in publications
+                        if (p[1],) not in etags and (*p[0], p[2]) not in sources]
+            new_subs = [s for s in subscriptions if s.dialog not in dialogs]
+            new_decisions = [d for d in decisions if tuple(d[:4]) not in decided]
+            keys = sorted({p[0] for p in new_pubs})
+            # Lock the documents first, in a fixed order, as every change of
+            # publications does: a PUBLISH meanwhile waits for us.
+            for key in keys:
+                cur.execute(*self._lock_document(key, now))
+            _insert_many(cur, "INSERT INTO pa_publication (presentity, presence_domain, event,"
+                         " etag, source, publisher, content_type, parts, expires_at, updated_at)"
+                         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                         [(*p[0], *p[1:]) for p in new_pubs])
+            _insert_many(cur, _INSERT_SUBSCRIPTION,
+                         [[getattr(s, c) for c in _INSERT_COLS] + [now] for s in new_subs])
+            _insert_many(cur, "INSERT INTO pa_watcher (presentity, watcher, presence_domain,"
+                         " event, status, reason, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                         new_decisions)
+            for key in keys:
+                self._store_composed(cur, key, now, composer(key[0]))
+            fan_outs = sorted({key[:2] for key in keys} | {
+                (s.presentity, s.presence_domain) for s in new_subs
+                if s.event == "presence" and s.status == "active"})
+            _insert_many(cur, "INSERT INTO pa_task (kind, presentity, presence_domain, argument,"
+                         " created_at) VALUES ('fan-out', %s, %s, '', %s)",
+                         [(presentity, domain, now) for presentity, domain in fan_outs])
+            cur.execute("COMMIT")
+            present = (len(publications) - len(new_pubs) + len(subscriptions) - len(new_subs)
+                       + len(decisions) - len(new_decisions))
+            return {"publications": len(new_pubs), "subscriptions": len(new_subs),
+                    "decisions": len(new_decisions), "already present": present}
+        return self.db.run(work)
+
+    def _store_composed(self, cur, key: tuple[str, str, str], now: int, compose) -> None:
+        """Recompose a locked document from the live publications, inside
+        the caller's transaction (unlike _recompose, which commits)."""
+        parts, current = batch(cur, self._select_live_parts(key, now), self._select_document(key))
+        body = compose([row[0] for row in parts.rows])
+        if not current.rows or current.rows[0][0] != body:
+            cur.execute("UPDATE pa_document SET body = %s, version = version + 1, updated_at = %s"
+                        " WHERE presentity = %s AND presence_domain = %s AND event = %s",
+                        (body, now, *key))
+
+
+# -- import from native presence: module-level helpers ----------------------
+
+# The columns of Kamailio's presence module (5.x schema) the import reads.
+NATIVE_COLUMNS = {
+    "presentity": ("id", "username", "domain", "event", "etag", "expires", "received_time",
+                   "body", "sender", "ruid"),
+    "active_watchers": ("id", "presentity_uri", "watcher_username", "watcher_domain", "to_user",
+                        "to_domain", "from_user", "from_domain", "event", "event_id", "to_tag",
+                        "from_tag", "callid", "local_cseq", "remote_cseq", "contact",
+                        "record_route", "expires", "status", "reason", "version", "socket_info",
+                        "local_contact"),
+    "watchers": ("id", "presentity_uri", "watcher_username", "watcher_domain", "event", "status",
+                 "reason", "inserted_time"),
+}
+
+_IN_CHUNK = 500
+
+
+def _existing(cur, select_in: str, one: str, keys: list[tuple]) -> set[tuple]:
+    """Which of `keys` the query `select_in (one, one, ...)` finds, asked
+    in chunks so that no statement grows without bound."""
+    found: set[tuple] = set()
+    keys = list(dict.fromkeys(keys))
+    for start in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[start:start + _IN_CHUNK]
+        cur.execute(select_in + " (" + _placeholders(len(chunk), one) + ")",
+                    [v for key in chunk for v in key])
+        found.update(tuple(row) for row in cur.fetchall())
+    return found
+
+
+def _insert_many(cur, sql: str, rows: list) -> None:
+    if rows:
+        cur.executemany(sql, rows)

@@ -46,9 +46,10 @@ def admin_connection(database: str | None = None) -> pymysql.connections.Connect
 
 
 class ScratchDatabase:
-    """A database and user of our own, with the schema from sql/ applied."""
+    """A database and user of our own, with the schema from sql/ applied
+    (or nothing, with schema=False)."""
 
-    def __init__(self):
+    def __init__(self, schema: bool = True):
         self.name = "pa_t_" + "".join(random.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=10))
         self.user = self.name
         self.password = "pw_" + self.name
@@ -58,7 +59,8 @@ class ScratchDatabase:
             cur.execute(f"CREATE DATABASE `{self.name}`")
             cur.execute(f"CREATE USER '{self.user}'@'127.0.0.1' IDENTIFIED BY '{self.password}'")
             cur.execute(f"GRANT ALL ON `{self.name}`.* TO '{self.user}'@'127.0.0.1'")
-        apply_schema(self.name)
+        if schema:
+            apply_schema(self.name)
 
     def url(self, port: int | None = None) -> str:
         return f"mysql://{self.user}:{self.password}@{self.host}:{port or self.port}/{self.name}"
@@ -229,6 +231,11 @@ class Kamailio(Process):
                 return s.recv(4096).startswith(b"SIP/2.0 200")
             except OSError:
                 return False
+
+    def rpc(self, *command: str) -> str:
+        """kamcmd against this instance's control socket (module ctl)."""
+        return subprocess.run(["kamcmd", "-s", f"unix:{self.dir}/kamailio_ctl", *command],
+                              capture_output=True, text=True, check=True, timeout=10).stdout
 
     def wait_exit(self, timeout: float = 15.0) -> int:
         try:

@@ -113,6 +113,18 @@ def test_rejected_watcher_gets_403(make_agent, database):
     assert out.reply.code == 403 and not out.notifies
 
 
+def test_politely_blocked_watcher_sees_active_and_nothing(make_agent, database):
+    presentity = f"u{rand()}@example.com"
+    database.query("INSERT INTO pa_watcher (presentity, watcher, presence_domain, event, status,"
+                   " reason, updated_at) VALUES (%s, 'alice@example.com', 'registrar', 'presence',"
+                   " 'polite-block', '', 0)", (presentity,))
+    out = make_agent(auth="implicit").handle_subscription(subscribe(presentity), CTX, "registrar")
+    assert out.reply.code == 200
+    [notify] = out.notifies
+    assert "Subscription-State: active;" in notify.headers
+    assert "<tuple" in notify.body and "<basic>closed</basic>" in notify.body
+
+
 def test_ignore_408_on_notify_keeps_the_subscription(make_agent, database):
     agent = make_agent(ignore_408_on_notify=True)
     call_id = rand()
@@ -272,3 +284,31 @@ def test_a_registration_for_an_unknown_domain_is_logged_not_stored(make_agent, d
         Binding("sip:u@10.0.0.1", None, int(time.time()) + 60, "r")])
     assert "unknown domain 'registrr'" in caplog.text
     assert database.query("SELECT 1 FROM pa_publication WHERE presentity = %s", (p,)) == []
+
+
+def test_each_request_is_one_log_line_with_its_answer(make_agent, caplog):
+    caplog.set_level("INFO", logger="pa")
+    agent = make_agent()
+    agent.handle_subscription(subscribe(call_id="log-1"), CTX, "registrar")
+    agent.handle_subscription(subscribe(call_id="log-2", extra="Event: dialog\r\n"
+                                        ).replace(b"Event: presence\r\n", b""),
+                              CTX, "registrar")
+    agent.handle_subscription(b"SUBSCRIBE nonsense\r\n\r\n", CTX, "registrar")
+    lines = [r.getMessage() for r in caplog.records if r.name == "pa"]
+    assert lines == [
+        "SUBSCRIBE presentity=bob@example.com watcher=alice@example.com answer=200"
+        " call-id=log-1 (presence, active, expires 600)",
+        "SUBSCRIBE presentity=bob@example.com watcher=alice@example.com answer=489"
+        " call-id=log-2 (Bad Event)",
+        "? presentity=- watcher=- answer=400 call-id=- (Bad Request Line)"]
+
+
+def test_a_database_outage_is_one_error_line_without_traceback(make_agent, caplog):
+    caplog.set_level("INFO", logger="pa")
+    agent = make_agent(db_url="mysql://nobody:x@127.0.0.1:1/none", db_timeout=0.5)
+    out = agent.handle_subscription(subscribe(call_id="log-3"), CTX, "registrar")
+    assert out.reply.code == 500
+    assert not any(r.exc_info for r in caplog.records)
+    assert [r.levelname for r in caplog.records] == ["ERROR", "INFO"]
+    assert "Connection refused" in caplog.records[0].getMessage()
+    assert "answer=500 call-id=log-3 (database unavailable)" in caplog.text

@@ -62,5 +62,20 @@ def test_missing_settings_file_stops_kamailio(database):
 def test_database_without_schema_stops_kamailio(empty_database):
     k = Kamailio(settings(empty_database))
     log = _refused(k)
-    assert "has no presence agent schema: apply sql/*.sql" in log
+    assert "has no presence agent schema: run `pa-admin db upgrade`" in log
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("version, message", [
+    (0, "schema is version 0, this plugin needs 1: run `pa-admin db upgrade`"),
+    (99, "schema is version 99, newer than this plugin knows (1): upgrade the plugin"),
+])
+def test_a_schema_of_another_version_stops_kamailio(version, message):
+    db = ScratchDatabase()
+    try:
+        db.query("UPDATE pa_schema SET version = %s", (version,))
+        log = _refused(Kamailio(settings(db)))
+        assert message in log
+        assert "Traceback" not in log
+    finally:
+        db.drop()

@@ -1,0 +1,257 @@
+"""pa-admin: look at and manage presence state, for operators.
+
+    pa-admin [--config FILE] [--json] COMMAND ...
+    python3 -m pa_handlers.admin ...
+
+It reads the presence agent's settings (PA_CONFIG or --config) and works on
+its database.  What needs SIP (telling watchers) it leaves to Kamailio as a
+task that the timer of some node carries out within a second, so it works
+whether or not it runs beside Kamailio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import time
+
+from . import schema
+from .config import ConfigError, load_settings
+from .sip import BadRequest, parse_uri
+from .store import SCHEMA_VERSION, Database, Store, StoreUnavailable
+
+DOMAINS = ("registrar", "jabber")
+DEFAULT_CONFIG = "/etc/presence-agent/pa.yaml"  # where bin/pa-run puts it
+
+
+class AdminError(Exception):
+    """A failure worded for the operator (exit status 2)."""
+
+
+def aor(text: str) -> str:
+    """user@host from a SIP URI or a bare user@host."""
+    candidate = text if ":" in text.split("@")[0] else "sip:" + text
+    try:
+        uri = parse_uri(candidate)
+    except BadRequest as e:
+        raise AdminError(f"not a SIP URI: {text!r} ({e.reason})") from None
+    if not uri.user:
+        raise AdminError(f"not a user's address: {text!r}")
+    return uri.aor
+
+
+def _when(epoch) -> str:
+    if not epoch:
+        return "-"
+    return datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%SZ")
+
+
+def _in(epoch, now: int) -> str:
+    return f"{int(epoch) - now}s" if epoch else "-"
+
+
+# -- output -----------------------------------------------------------------
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """Rows aligned under their column names."""
+    if not rows:
+        return "(none)"
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+@dataclasses.dataclass
+class Output:
+    json: bool
+
+    def show(self, data, columns: list[str] | None = None, text: str | None = None) -> None:
+        if self.json:
+            print(json.dumps(data, indent=2, default=str))
+        elif text is not None:
+            print(text)
+        else:
+            print(table(data, columns))
+
+
+# -- commands -----------------------------------------------------------------
+
+class Admin:
+    def __init__(self, store: Store, out: Output, clock=time.time):
+        self.store = store
+        self.out = out
+        self.clock = clock
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def presentities(self, args) -> None:
+        rows = self.store.admin_presentities(args.domain, args.like, self.now())
+        self.out.show(rows, ["presentity", "domain", "publications", "watchers", "version"])
+
+    def show(self, args) -> None:
+        key = aor(args.presentity)
+        pubs = self.store.admin_publications(key, args.domain, self.now())
+        version, document = self.store.document_version((key, args.domain, "presence"))
+        now = self.now()
+        rows = [dict(etag=p["etag"], origin=p["origin"], source=p["source"],
+                     publisher=p["publisher"], expires=_in(p["expires_at"], now),
+                     updated=_when(p["updated_at"])) for p in pubs]
+        doc = (document or b"").decode("utf-8", "replace")
+        if self.out.json:
+            self.out.show({"presentity": key, "domain": args.domain, "publications": rows,
+                           "version": version, "document": doc})
+            return
+        print(table(rows, ["etag", "origin", "source", "publisher", "expires", "updated"]))
+        print()
+        print(f"document (version {version}):")
+        print(doc or "(nothing published: watchers see one closed tuple)")
+
+    def watchers(self, args) -> None:
+        key = aor(args.presentity)
+        now = self.now()
+        rows = [dict(watcher=s["watcher"], event=s["event"], status=s["status"],
+                     expires=_in(s["expires_at"], now),
+                     last_notify=s["last_notify_code"] or "ok", cseq=s["local_cseq"],
+                     call_id=s["call_id"])
+                for s in self.store.admin_subscriptions(key, args.domain)]
+        decisions = self.store.admin_decisions(key, args.domain)
+        if self.out.json:
+            self.out.show({"subscriptions": rows, "decisions": decisions})
+            return
+        print(table(rows, ["watcher", "event", "status", "expires", "last_notify", "cseq",
+                           "call_id"]))
+        if decisions:
+            print()
+            print("decisions:")
+            print(table(decisions, ["watcher", "status", "reason", "updated"]))
+
+    def decide(self, args, status: str, reason: str) -> None:
+        presentity, watcher = aor(args.presentity), aor(args.watcher)
+        self.store.admin_decide(presentity, watcher, args.domain, status, reason, self.now())
+        self.store.enqueue_task("reauthorize", presentity, args.domain, self.now())
+        self.out.show({"presentity": presentity, "watcher": watcher, "status": status},
+                      text=f"{watcher} is {status} for {presentity}; watchers are told by"
+                           " Kamailio within a second")
+
+    def remove(self, args) -> None:
+        presentity, watcher = aor(args.presentity), aor(args.watcher)
+        self.store.admin_forget_decision(presentity, watcher, args.domain)
+        self.store.enqueue_task("remove", presentity, args.domain, self.now(), watcher)
+        self.out.show({"presentity": presentity, "watcher": watcher, "removed": True},
+                      text=f"{watcher}'s subscriptions to {presentity} end"
+                           " (terminated;reason=deactivated) and its decision is forgotten")
+
+    def end(self, args) -> None:
+        if not self.store.admin_subscription_exists(args.call_id):
+            raise AdminError(f"no subscription with Call-ID {args.call_id!r}")
+        self.store.enqueue_task("end", "", "", self.now(), args.call_id)
+        self.out.show({"call_id": args.call_id, "ended": True},
+                      text="the subscription ends (terminated;reason=deactivated)")
+
+    def purge(self, args) -> None:
+        # Kamailio's sweep, not a DELETE here: it tells the watchers of an
+        # expired subscription and recomposes documents without expired
+        # publications.
+        expired = self.store.admin_expired(self.now())
+        self.store.enqueue_task("sweep", "", "", self.now())
+        self.out.show(expired, text=f"{expired['subscriptions']} subscriptions and"
+                      f" {expired['publications']} publications have expired; Kamailio"
+                      " removes them within a second")
+
+    def counts(self, args) -> None:
+        counts = self.store.admin_counts(self.now())
+        self.out.show(counts, text="\n".join(f"{k}: {v}" for k, v in counts.items()))
+
+    def db_version(self, args) -> None:
+        version = self.store.schema_version()
+        self.out.show({"schema": version, "known": SCHEMA_VERSION},
+                      text=f"schema version {version} (this pa-admin knows up to"
+                           f" {SCHEMA_VERSION})")
+
+    def db_upgrade(self, args) -> None:
+        try:
+            applied = schema.upgrade(self.store, args.kamailio_tables)
+        except (ValueError, OSError) as e:
+            raise AdminError(str(e)) from None
+        self.out.show({"applied": applied},
+                      text="\n".join(f"applied {name}" for name in applied)
+                      or "schema up to date")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pa-admin", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", help=f"settings file (default: $PA_CONFIG, else {DEFAULT_CONFIG})")
+    p.add_argument("--json", action="store_true", help="output for scripts")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name, help, *args, domain=True):
+        c = sub.add_parser(name, help=help)
+        for arg in args:
+            c.add_argument(arg)
+        if domain:
+            c.add_argument("--domain", default="registrar", choices=DOMAINS)
+        return c
+    c = command("presentities", "list presentities")
+    c.add_argument("like", nargs="?", default="", help="part of the address")
+    command("show", "publications and document of a presentity", "presentity")
+    command("watchers", "subscriptions to a presentity", "presentity")
+    command("approve", "let a watcher see a presentity", "presentity", "watcher")
+    command("reject", "refuse a watcher", "presentity", "watcher")
+    command("remove", "end a watcher's subscriptions", "presentity", "watcher")
+    command("end", "end one subscription", "call_id", domain=False)
+    command("purge", "remove expired state now, telling watchers", domain=False)
+    command("counts", "how much state there is", domain=False)
+    db = sub.add_parser("db", help="the schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("version", help="the database's schema version")
+    up = db_sub.add_parser("upgrade", help="apply the missing files of sql/")
+    up.add_argument("--kamailio-tables", action="store_true",
+                    help="also create the Kamailio tables kamailio.cfg.sample uses")
+    imp = sub.add_parser("import-native", help="carry Kamailio's native presence state over")
+    imp.add_argument("--from-url", help="database of the native tables (default: db_url)")
+    imp.add_argument("--domain", default="registrar", choices=DOMAINS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    out = Output(args.json)
+    try:
+        settings = load_settings(args.config or os.environ.get("PA_CONFIG") or DEFAULT_CONFIG)
+        store = Store(Database(settings.db_url, settings.db_timeout))
+        admin = Admin(store, out)
+        if args.command == "db":
+            (admin.db_upgrade if args.db_command == "upgrade" else admin.db_version)(args)
+        elif args.command == "import-native":
+            from .native_import import import_native
+            counts = import_native(store, settings, args.from_url, args.domain, int(time.time()))
+            out.show(counts, text="\n".join(
+                f"{k}: {v}" if k in ("skipped", "already present") else f"imported {k}: {v}"
+                for k, v in counts.items()))
+        elif args.command in ("approve", "reject"):
+            admin.decide(args, "active" if args.command == "approve" else "terminated",
+                         "" if args.command == "approve" else "rejected")
+        else:
+            getattr(admin, args.command)(args)
+    except ConfigError as e:
+        print(f"pa-admin: configuration error: {e}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as e:
+        print(f"pa-admin: database unavailable: {e}", file=sys.stderr)
+        return 2
+    except (AdminError, ValueError) as e:
+        # ValueError: native_import's NativeImportError, worded for people.
+        print(f"pa-admin: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The plugin's statistics read back through Kamailio: `kamcmd
+stats.get_statistics` (module ctl) and Prometheus (xhttp_prom) of
+kamailio.cfg.sample."""
+
+import urllib.request
+
+from helpers import pidf_body, wait_until
+from pa_handlers import metrics
+from sipua import SipUA
+
+
+def stats(kamailio) -> dict[str, int]:
+    values = {}
+    for line in kamailio.rpc("stats.get_statistics", "script:").splitlines():
+        name, _, value = line.partition(" = ")
+        values[name.removeprefix("script:")] = int(value)
+    return values
+
+
+def grown(before, after, name) -> int:
+    return after[name] - before[name]
+
+
+def test_every_statistic_is_declared(kamailio):
+    assert sorted(stats(kamailio)) == sorted(metrics.names())
+
+
+def test_requests_are_counted_by_method_and_answer(kamailio, ua, presentity):
+    before = stats(kamailio)
+    r, d = ua.subscribe(presentity)
+    assert r.status == 200
+    ua.wait_notify(d.call_id)
+    assert ua.request("SUBSCRIBE", presentity, [("Event", "dialog")]).status == 489
+    r = ua.request("PUBLISH", presentity, [("Event", "presence"),
+                                           ("Content-Type", "application/pidf+xml")],
+                   pidf_body(presentity, "t1", "open"))
+    assert r.status == 200
+    ua.wait_notify(d.call_id, count=2)
+    after = wait_until(lambda: (lambda s: s if grown(before, s, "pa_notify_ok") >= 2 else None)(
+        stats(kamailio)))
+    assert grown(before, after, "pa_subscribe_requests") == 2
+    assert grown(before, after, "pa_subscribe_200") == 1
+    assert grown(before, after, "pa_subscribe_489") == 1
+    assert grown(before, after, "pa_publish_requests") == 1
+    assert grown(before, after, "pa_publish_200") == 1
+    assert grown(before, after, "pa_notify_sent") == 2
+    assert grown(before, after, "pa_subscribe_us") > 0
+    assert grown(before, after, "pa_publish_us") > 0
+
+
+def test_failed_and_unanswered_notifies_are_counted(kamailio, presentity):
+    before = stats(kamailio)
+    gone = SipUA(kamailio.address, user="gone")
+    silent = SipUA(kamailio.address, user="silent")
+    try:
+        gone.notify_answer = lambda m: 481 if m.cseq[0] > 1 else 200
+        silent.notify_answer = lambda m: None if m.cseq[0] > 1 else 200
+        dialogs = []
+        for ua in (gone, silent):
+            r, d = ua.subscribe(presentity)
+            assert r.status == 200
+            ua.wait_notify(d.call_id)
+            dialogs.append(d)
+        gone.request("PUBLISH", presentity, [("Event", "presence"),
+                                             ("Content-Type", "application/pidf+xml")],
+                     pidf_body(presentity, "t1", "open"))
+        # notify_timeout is 3 s in the test settings.
+        after = wait_until(lambda: (lambda s: s if grown(before, s, "pa_notify_unanswered")
+                                    else None)(stats(kamailio)), timeout=10)
+        assert grown(before, after, "pa_notify_failed_481") == 1
+        assert grown(before, after, "pa_notify_unanswered") == 1
+    finally:
+        gone.close()
+        silent.close()
+
+
+def test_gauges_follow_the_database(kamailio, database, ua, presentity):
+    def active_in_database():
+        return database.query("SELECT COUNT(*) FROM pa_subscription WHERE event = 'presence'"
+                              " AND status = 'active' AND expires_at > UNIX_TIMESTAMP()")[0][0]
+
+    r, d = ua.subscribe(presentity)
+    ua.wait_notify(d.call_id)
+    ua.request("PUBLISH", presentity, [("Event", "presence"),
+                                       ("Content-Type", "application/pidf+xml")],
+               pidf_body(presentity, "t1", "open"))
+    wait_until(lambda: stats(kamailio)["pa_publications"] >= 1)
+    wait_until(lambda: stats(kamailio)["pa_subscriptions_active"] == active_in_database() > 0)
+    before = active_in_database()
+    assert ua.resubscribe(d, 0).status == 200
+    assert active_in_database() == before - 1
+    wait_until(lambda: stats(kamailio)["pa_subscriptions_active"] == before - 1)
+
+
+def test_prometheus_reads_them_at_metrics(kamailio, ua, presentity):
+    ua.subscribe(presentity)
+    with urllib.request.urlopen(f"http://127.0.0.1:{kamailio.port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    values = dict(line.split(" ")[:2] for line in text.splitlines()
+                  if line.startswith("kamailio_script_pa_"))
+    assert int(values["kamailio_script_pa_subscribe_requests"]) >= 1
+    assert "kamailio_script_pa_subscriptions_active" in values
