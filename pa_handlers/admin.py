@@ -135,15 +135,13 @@ class Admin:
     def decide(self, args, status: str, reason: str) -> None:
         presentity, watcher = aor(args.presentity), aor(args.watcher)
         self.store.admin_decide(presentity, watcher, args.domain, status, reason, self.now())
-        self.store.enqueue_task("reauthorize", presentity, args.domain, self.now())
         self.out.show({"presentity": presentity, "watcher": watcher, "status": status},
                       text=f"{watcher} is {status} for {presentity}; watchers are told by"
                            " Kamailio within a second")
 
     def remove(self, args) -> None:
         presentity, watcher = aor(args.presentity), aor(args.watcher)
-        self.store.admin_forget_decision(presentity, watcher, args.domain)
-        self.store.enqueue_task("remove", presentity, args.domain, self.now(), watcher)
+        self.store.admin_remove_watcher(presentity, watcher, args.domain, self.now())
         self.out.show({"presentity": presentity, "watcher": watcher, "removed": True},
                       text=f"{watcher}'s subscriptions to {presentity} end"
                            " (terminated;reason=deactivated) and its decision is forgotten")

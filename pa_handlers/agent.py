@@ -184,9 +184,11 @@ def log_request(req: SipRequest | None, outcome: Outcome) -> None:
     """One line per handled request: what operators grep for."""
     method, presentity, party, call_id = "?", "-", "-", "-"
     if req is not None:
+        # What the handler decided on, without parsing again; To and From
+        # when it stopped before.
         method = req.method
-        presentity = _aor(req.header("to"))
-        party = _aor(req.header("from"))
+        presentity = outcome.presentity or _aor(req.header("to"))
+        party = outcome.watcher or _aor(req.header("from"))
         call_id = req.header("call-id") or "-"
     role = "publisher" if method == "PUBLISH" else "watcher"
     detail = outcome.detail or (outcome.reply.reason if outcome.reply.code >= 300 else "")

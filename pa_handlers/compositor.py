@@ -106,6 +106,7 @@ class Compositor:
         outcome = reply(200, ("Expires", str(expires))) if expires == 0 else \
             reply(200, ("SIP-ETag", etag), ("Expires", str(expires)))
         outcome.detail = f"{action}, expires {expires}" + (", changed" if changed else "")
+        outcome.presentity = presentity
         if changed and watched:
             outcome.notifies.extend(self.notifier.fan_out(key))
         return outcome

@@ -45,7 +45,11 @@ class Outcome:
     """What to do for one request: reply first, then send the NOTIFYs."""
     reply: Reply
     notifies: list[Notify] = dataclasses.field(default_factory=list)
-    detail: str = ""      # for the request's log line: what was decided
+    # For the request's log line: what was decided, and for whom (when the
+    # handler got that far; else the line shows the To and From).
+    detail: str = ""
+    presentity: str = ""
+    watcher: str = ""     # for a PUBLISH, the publisher
 
 
 REASONS = {

@@ -83,6 +83,7 @@ class Notifier:
         if authorization.status == TERMINATED:
             refused = reply(403)
             refused.detail = f"{event.package}, refused: {authorization.reason}"
+            refused.presentity, refused.watcher = presentity, watcher
             return refused
         now = self.now()
         sub = Subscription(
@@ -117,6 +118,7 @@ class Notifier:
                     domain, presentity, [winfo.entry(sub, winfo.SUBSCRIBE, now)],
                     known_watched=True)
         outcome.detail = f"{event.package}, {sub.status}, expires {expires}"
+        outcome.presentity, outcome.watcher = presentity, watcher
         return outcome
 
     def _in_dialog(self, req, ctx, event, dialog, cseq, expires: int) -> Outcome:
@@ -152,6 +154,7 @@ class Notifier:
                     [winfo.entry(sub, winfo.TIMEOUT, self.now(), TERMINATED)])
         outcome.detail = (f"{sub.event}, refresh, expires {expires}" if expires
                           else f"{sub.event}, unsubscribe")
+        outcome.presentity, outcome.watcher = sub.presentity, sub.watcher
         return outcome
 
     def _ok(self, ctx: Context, expires: int) -> Outcome:

@@ -241,6 +241,10 @@ def _placeholders(n: int, one: str = "%s") -> str:
 
 _ROLLBACK = "ROLLBACK"
 
+# Work for Kamailio's timer, left by processes that cannot send SIP.
+_INSERT_TASK = ("INSERT INTO pa_task (kind, presentity, presence_domain, argument, created_at)"
+                " VALUES (%s, %s, %s, %s, %s)")
+
 
 def _has_table(cur, name: str) -> bool:
     cur.execute("SELECT 1 FROM information_schema.tables"
@@ -772,9 +776,7 @@ class Store:
     def enqueue_task(self, kind: str, presentity: str, domain: str, now: int,
                      argument: str = "") -> None:
         def work(cur):
-            cur.execute("INSERT INTO pa_task (kind, presentity, presence_domain, argument,"
-                        " created_at) VALUES (%s, %s, %s, %s, %s)",
-                        (kind, presentity, domain, argument, now))
+            cur.execute(_INSERT_TASK, (kind, presentity, domain, argument, now))
         self.db.run(work)
 
     def claim_tasks(self, limit: int) -> list[tuple[str, str, str, str]]:
@@ -976,18 +978,27 @@ class Store:
 
     def admin_decide(self, presentity: str, watcher: str, domain: str, status: str,
                      reason: str, now: int) -> None:
+        """Store the decision, and the task that tells the watchers: one
+        transaction."""
         def work(cur):
-            cur.execute("INSERT INTO pa_watcher (presentity, watcher, presence_domain, event,"
-                        " status, reason, updated_at) VALUES (%s, %s, %s, 'presence', %s, %s, %s)"
-                        " ON DUPLICATE KEY UPDATE status = VALUES(status), reason = VALUES(reason),"
-                        " updated_at = VALUES(updated_at)",
-                        (presentity, watcher, domain, status, reason, now))
+            batch(cur, BEGIN,
+                  ("INSERT INTO pa_watcher (presentity, watcher, presence_domain, event, status,"
+                   " reason, updated_at) VALUES (%s, %s, %s, 'presence', %s, %s, %s)"
+                   " ON DUPLICATE KEY UPDATE status = VALUES(status), reason = VALUES(reason),"
+                   " updated_at = VALUES(updated_at)",
+                   (presentity, watcher, domain, status, reason, now)),
+                  (_INSERT_TASK, ("reauthorize", presentity, domain, "", now)), COMMIT)
         self.db.run(work)
 
-    def admin_forget_decision(self, presentity: str, watcher: str, domain: str) -> None:
+    def admin_remove_watcher(self, presentity: str, watcher: str, domain: str,
+                             now: int) -> None:
+        """Forget the decision, and leave the task that ends the watcher's
+        subscriptions: one transaction."""
         def work(cur):
-            cur.execute("DELETE FROM pa_watcher WHERE presentity = %s AND watcher = %s"
-                        " AND presence_domain = %s", (presentity, watcher, domain))
+            batch(cur, BEGIN,
+                  ("DELETE FROM pa_watcher WHERE presentity = %s AND watcher = %s"
+                   " AND presence_domain = %s", (presentity, watcher, domain)),
+                  (_INSERT_TASK, ("remove", presentity, domain, watcher, now)), COMMIT)
         self.db.run(work)
 
     def admin_subscription_exists(self, call_id: str) -> bool:
@@ -1134,9 +1145,9 @@ class Store:
             fan_outs = sorted({key[:2] for key in keys} | {
                 (s.presentity, s.presence_domain) for s in new_subs
                 if s.event == "presence" and s.status == "active"})
-            _insert_many(cur, "INSERT INTO pa_task (kind, presentity, presence_domain, argument,"
-                         " created_at) VALUES ('fan-out', %s, %s, '', %s)",
-                         [(presentity, domain, now) for presentity, domain in fan_outs])
+            _insert_many(cur, _INSERT_TASK,
+                         [("fan-out", presentity, domain, "", now)
+                          for presentity, domain in fan_outs])
             cur.execute("COMMIT")
             present = (len(publications) - len(new_pubs) + len(subscriptions) - len(new_subs)
                        + len(decisions) - len(new_decisions))
