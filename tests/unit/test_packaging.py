@@ -59,3 +59,6 @@ def test_image_compose_and_workflow_use_the_same_scripts():
     commands = [step.get("run", "") for step in steps]
     assert "docker build -t presence-agent ." in commands
     assert "docker run --rm presence-agent .ci/run" in commands
+    # Inside the image .ci/run runs the suite, not Docker again.
+    assert "PA_CI_IN_CONTAINER=1" in read("Dockerfile")
+    assert 'if [ -z "${PA_CI_IN_CONTAINER:-}" ]; then\n  .ci/fresh-container' in read(".ci", "run")
