@@ -230,9 +230,12 @@ class PresenceAgentKemi:
 
     @_entry()
     def handle_registration(self, msg, domain="registrar", table="location"):
-        """Call after registrar's save() succeeded: reads the AOR's bindings
-        back from usrloc and turns them into tuples."""
+        """Call after registrar's save() succeeded, best before its reply
+        (save with flag 0x02, then reg_send_reply()): reads the AOR's
+        bindings back from usrloc and turns them into tuples."""
         aor = KSR.pv.get("$tu")
+        call_id = KSR.pv.get("$ci")
+        source = _context().source
         bindings = []
         if KSR.registrar.reg_fetch_contacts(table, aor, "pa") > 0:
             for i in range(int(KSR.pv.get("$ulc(pa=>count)") or 0)):
@@ -243,7 +246,11 @@ class PresenceAgentKemi:
                     q=q / 1000.0 if q >= 0 else None,
                     # 0: a permanent binding.
                     expires_at=expires or 2**31 - 1,
-                    key=KSR.pv.get("$(ulc(pa=>ruid)[%d])" % i)))
+                    key=KSR.pv.get("$(ulc(pa=>ruid)[%d])" % i),
+                    instance=KSR.pv.get("$(ulc(pa=>instance)[%d])" % i) or "",
+                    # Where this REGISTER came from names its own bindings.
+                    source=source if KSR.pv.get("$(ulc(pa=>callid)[%d])" % i) == call_id
+                    else ""))
             KSR.registrar.reg_free_contacts("pa")
         for notify in self.agent.handle_registration(domain, aor, bindings):
             self._send_notify(notify)

@@ -51,12 +51,13 @@ class PresenceRouting:
                 self.pa.handle_publish(msg, "registrar", self.publisher)
             return 1
         if method == "REGISTER":
-            # Kamailio's registrar answers and stores the bindings; presence
-            # follows them.
-            if KSR.registrar.save("location", 0) < 0:
-                KSR.sl.sl_reply_error()
-                return 1
-            self.pa.handle_registration(msg, "registrar")
+            # Kamailio's registrar stores the bindings and answers; presence
+            # follows them before the answer leaves (flag 0x02: no reply
+            # yet), so a phone that publishes on its 200 finds its
+            # registration there.
+            if KSR.registrar.save("location", 0x02) > 0:
+                self.pa.handle_registration(msg, "registrar")
+            KSR.registrar.reg_send_reply()
             return 1
         if method == "OPTIONS":
             KSR.sl.sl_send_reply(200, "OK")

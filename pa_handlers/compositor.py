@@ -19,6 +19,7 @@ import logging
 import secrets
 
 from . import pidf
+from .precedence import address_key, composer, contact_key, instance_key
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
 from .notifier import PRESENCE, Notifier, granted_expires, served_event
@@ -158,10 +159,6 @@ class Compositor:
         return notifies
 
 
-def composer(presentity: str):
-    return lambda stored: pidf.compose(presentity, [pidf.Parts.loads(p) for p in stored])
-
-
 def _media_type(req: SipRequest) -> str:
     return (req.header("content-type") or "").partition(";")[0].strip().lower()
 
@@ -172,8 +169,6 @@ def _source(req: SipRequest, ctx: Context) -> str:
         contact = parse_name_addr(contacts[0])
         instance = contact.params.get("+sip.instance")
         if instance:
-            return "instance:" + instance[:200]
-        uri = parse_uri(contact.uri)
-        port = f":{uri.port}" if uri.port else ""
-        return f"contact:{uri.aor}{port}"[:500]
-    return "address:" + ctx.source
+            return instance_key(instance)
+        return contact_key(contact.uri)
+    return address_key(ctx.source)

@@ -31,6 +31,7 @@ import logging
 from typing import Callable
 
 from . import pidf
+from .precedence import composer
 from .authorization import Authorizer
 from .config import Settings
 from .store import Store
@@ -150,7 +151,7 @@ class Gateway:
         key = (jid, JABBER, "presence")
         changed, watched = self.store.change_origin_publications(
             key, ORIGIN, decide, now,
-            lambda stored: pidf.compose(jid, [pidf.Parts.loads(p) for p in stored]))
+            composer(jid))
         if changed and watched:
             self.store.enqueue_task("fan-out", jid, JABBER, now)
 

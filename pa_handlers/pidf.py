@@ -76,15 +76,19 @@ class Parts:
     tuples: list[Tuple]
     notes: list[str]            # presentity-level <note> elements
     extensions: list[str]       # other top-level elements (RPID person, device, ...)
+    # The device a registration binding stands for (see precedence.py);
+    # stored only when there are any.
+    devices: list[str] = dataclasses.field(default_factory=list)
 
     def dumps(self) -> bytes:
         tuples = [(t.id, t.basic, t.contact, t.priority, t.xml) for t in self.tuples]
-        return json.dumps([tuples, self.notes, self.extensions], separators=(",", ":")).encode()
+        fields = [tuples, self.notes, self.extensions] + ([self.devices] if self.devices else [])
+        return json.dumps(fields, separators=(",", ":")).encode()
 
     @classmethod
     def loads(cls, data: bytes) -> "Parts":
-        tuples, notes, extensions = json.loads(data)
-        return cls([Tuple(*t) for t in tuples], notes, extensions)
+        tuples, notes, extensions, *devices = json.loads(data)
+        return cls([Tuple(*t) for t in tuples], notes, extensions, *devices)
 
 
 def parse_publication(body: bytes, default_priority: float) -> Parts:

@@ -7,6 +7,10 @@ q-value as priority.  Each binding is stored as a publication of origin
 A binding that is removed, replaced or expires turns its tuple closed; the
 closed tuple lingers for one timer interval so watchers see it close, then
 goes away.  A re-registration that changes nothing notifies nobody.
+
+Each binding also records the device it stands for (its +sip.instance, its
+Contact address, the address its REGISTER came from), so that a device
+that publishes speaks for itself (precedence.py).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import re
 from xml.sax.saxutils import escape
 
-from . import pidf
+from . import pidf, precedence
 from .config import Settings
 from .messages import Notify
 from .notifier import Notifier
@@ -25,7 +29,7 @@ from .store import Store
 
 log = logging.getLogger("pa.registration")
 
-ORIGIN = "registrar"
+ORIGIN = precedence.REGISTRAR
 EVENT = "presence"
 
 
@@ -36,12 +40,31 @@ class Binding:
     q: float | None       # None: the REGISTER gave no q-value
     expires_at: int
     key: str              # usrloc's ruid: stable while the binding lives
+    instance: str = ""    # its +sip.instance (RFC 5626), if any
+    source: str = ""      # proto:ip:port its REGISTER came from, when this
+                          # REGISTER is the one that wrote it
 
 
-def binding_tuple(tuple_id: str, basic: str, contact: str, priority: str) -> pidf.Parts:
+def binding_tuple(tuple_id: str, basic: str, contact: str, priority: str,
+                  devices: list[str] = ()) -> pidf.Parts:
     xml = (f'<tuple xmlns="{pidf.PIDF_NS}" id="{tuple_id}"><status><basic>{basic}</basic>'
            f'</status><contact priority="{priority}">{escape(contact)}</contact></tuple>')
-    return pidf.Parts([pidf.Tuple(tuple_id, basic, contact, priority, xml)], [], [])
+    return pidf.Parts([pidf.Tuple(tuple_id, basic, contact, priority, xml)], [], [],
+                      list(devices))
+
+
+def device_keys(b: Binding, stored: bytes | None) -> list[str]:
+    """The keys of the device a binding stands for (see precedence.py).
+    The address its REGISTER came from is known only while that REGISTER
+    is handled; later REGISTERs of other devices keep the one stored."""
+    keys = [precedence.contact_key(b.contact)]
+    if b.instance:
+        keys.append(precedence.instance_key(b.instance))
+    if b.source:
+        keys.append(precedence.address_key(b.source))
+    elif stored is not None:
+        keys += [k for k in pidf.Parts.loads(stored).devices if k.startswith("address:")]
+    return keys
 
 
 def _tuple_id(key: str) -> str:
@@ -58,25 +81,27 @@ class Registrations:
     def _closed(self, parts: bytes) -> bytes | None:
         """The closed form of a stored binding tuple, or None when it is
         closed already."""
-        t = pidf.Parts.loads(parts).tuples[0]
+        stored = pidf.Parts.loads(parts)
+        t = stored.tuples[0]
         if t.basic == "closed":
             return None
-        return binding_tuple(t.id, "closed", t.contact, t.priority).dumps()
+        return binding_tuple(t.id, "closed", t.contact, t.priority, stored.devices).dumps()
 
     def bindings_changed(self, domain: str, aor: str, bindings: list[Binding]) -> list[Notify]:
         """The AOR's complete set of bindings after a REGISTER was saved."""
         presentity = parse_uri(aor).aor
         now = self.now()
-        wanted = {}
-        for b in bindings:
-            priority = pidf.qvalue(b.q if b.q is not None else self.settings.default_priority)
-            parts = binding_tuple(_tuple_id(b.key), "open", b.contact, priority).dumps()
-            wanted["binding:" + b.key] = (parts, b.expires_at)
 
         def decide(existing: dict[str, bytes]) -> dict[str, tuple[bytes, int]]:
-            changes = dict(wanted)
+            changes = {}
+            for b in bindings:
+                source = "binding:" + b.key
+                priority = pidf.qvalue(b.q if b.q is not None else self.settings.default_priority)
+                changes[source] = (binding_tuple(_tuple_id(b.key), "open", b.contact, priority,
+                                                 device_keys(b, existing.get(source))).dumps(),
+                                   b.expires_at)
             for source, parts in existing.items():
-                if source not in wanted:
+                if source not in changes:
                     closed = self._closed(parts)
                     if closed is not None:
                         changes[source] = (closed, now + self.settings.timer_interval)
@@ -99,8 +124,7 @@ class Registrations:
     def _apply(self, domain, presentity, decide, now) -> list[Notify]:
         key = (presentity, domain, EVENT)
         changed, watched = self.store.change_origin_publications(
-            key, ORIGIN, decide, now,
-            lambda stored: pidf.compose(presentity, [pidf.Parts.loads(p) for p in stored]))
+            key, ORIGIN, decide, now, precedence.composer(presentity))
         if changed:
             log.info("registrations of %s changed", presentity)
         return self.notifier.fan_out(key) if changed and watched else []

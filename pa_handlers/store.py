@@ -531,7 +531,7 @@ class Store:
     # that first locks the presentity's pa_document row, so changes of one
     # presentity are serialised across processes and nodes, and ends by
     # recomposing the document from the live publications.  `compose` turns
-    # their stored parts (oldest first) into the new document.  Each returns
+    # them, as (origin, source, parts) oldest first, into the new document.  Each returns
     # (document changed, presentity watched), so that a change nobody
     # watches costs no fan-out.
 
@@ -544,7 +544,8 @@ class Store:
 
     @staticmethod
     def _select_live_parts(key: tuple[str, str, str], now: int) -> tuple[str, tuple]:
-        return ("SELECT parts FROM pa_publication WHERE presentity = %s AND presence_domain = %s"
+        return ("SELECT origin, source, parts FROM pa_publication WHERE presentity = %s"
+                " AND presence_domain = %s"
                 " AND event = %s AND expires_at > %s ORDER BY id", (*key, now))
 
     def _recompose(self, cur, key, now, compose, statements) -> tuple[bool, bool]:
@@ -553,7 +554,7 @@ class Store:
         commit.  Returns (document changed, presentity watched)."""
         *_, parts, current, watched = batch(cur, *statements, self._select_live_parts(key, now),
                                             self._select_document(key), self._select_watched(key))
-        body = compose([row[0] for row in parts.rows])
+        body = compose(list(parts.rows))
         changed = not current.rows or current.rows[0][0] != body
         if changed:
             batch(cur, ("UPDATE pa_document SET body = %s, version = version + 1,"
@@ -1095,7 +1096,7 @@ class Store:
 
     def import_native_state(self, publications: list[tuple], subscriptions: list[Subscription],
                             decisions: list[tuple], now: int,
-                            composer: Callable[[str], Callable[[list[bytes]], bytes]]) -> dict:
+                            composer: Callable[[str], Callable[[list[tuple]], bytes]]) -> dict:
         """Insert, in one transaction, what is not there yet:
         publications (key, etag, source, publisher, content_type, parts,
         expires_at, updated_at) -- one is there when its entity-tag or its
@@ -1159,7 +1160,7 @@ class Store:
         """Recompose a locked document from the live publications, inside
         the caller's transaction (unlike _recompose, which commits)."""
         parts, current = batch(cur, self._select_live_parts(key, now), self._select_document(key))
-        body = compose([row[0] for row in parts.rows])
+        body = compose(list(parts.rows))
         if not current.rows or current.rows[0][0] != body:
             cur.execute("UPDATE pa_document SET body = %s, version = version + 1, updated_at = %s"
                         " WHERE presentity = %s AND presence_domain = %s AND event = %s",

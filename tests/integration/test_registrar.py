@@ -139,18 +139,56 @@ def test_refresh_that_changes_nothing_notifies_nobody(ua, presentity, phone, dat
     assert after > before
 
 
-def test_registrations_aggregate_with_publications(ua, presentity, phone):
+def publish(device, presentity, tuple_id, basic, **kw):
+    return device.request("PUBLISH", presentity, [("Event", "presence"),
+                                                  ("Content-Type", "application/pidf+xml")],
+                          pidf_body(presentity, tuple_id, basic, **kw))
+
+
+def test_registrations_aggregate_with_publications_of_other_devices(ua, presentity, phone,
+                                                                     laptop):
     d, _ = watch(ua, presentity)
     phone.register(presentity)
     ua.wait_notify(d.call_id, 2)
-    r = phone.request("PUBLISH", presentity, [("Event", "presence"),
-                                              ("Content-Type", "application/pidf+xml")],
-                      pidf_body(presentity, "softphone", "open", note="In a meeting"))
-    assert r.status == 200
+    assert publish(laptop, presentity, "softphone", "open", note="In a meeting").status == 200
     n = ua.wait_notify(d.call_id, 3)
+    # Published state first: a phone that reads one tuple shows the note.
     ids = [t for t, _ in tuples(n.body)]
-    assert "softphone" in ids and any(i.startswith("reg-") for i in ids)
+    assert ids[0] == "softphone" and ids[1].startswith("reg-") and len(ids) == 2
     assert pidf(n.body).findtext(f"{{{PIDF_NS}}}note") == "In a meeting"
+
+
+def test_a_registered_device_that_publishes_speaks_for_itself(ua, presentity, phone):
+    """Was: the registration's open tuple stayed first beside the device's
+    own closed one, and phones that read one tuple showed it online."""
+    d, _ = watch(ua, presentity)
+    phone.register(presentity)
+    ua.wait_notify(d.call_id, 2)
+    assert publish(phone, presentity, "softphone", "closed", note="gone home").status == 200
+    n = ua.wait_notify(d.call_id, 3)
+    assert tuples(n.body) == [("softphone", "closed")]
+    # Its publication ends: the registration speaks again.
+    etag = publish(phone, presentity, "softphone", "open").get("sip-etag")
+    assert phone.request("PUBLISH", presentity, [("Event", "presence"), ("Expires", "0"),
+                                                 ("SIP-If-Match", etag)]).status == 200
+    n = ua.wait_notify(d.call_id, 5)
+    assert contacts(n.body) == {phone.contact: ("open", "0.5")}
+
+
+def test_a_device_registering_after_it_published_is_superseded_too(ua, presentity, phone,
+                                                                     database):
+    """The REGISTER stored after the PUBLISH (a phone that publishes on its
+    200 races its own registration) gives the same document."""
+    d, _ = watch(ua, presentity)
+    assert publish(phone, presentity, "softphone", "open", note="here").status == 200
+    published = ua.wait_notify(d.call_id, 2)
+    assert phone.register(presentity).status == 200
+    assert database.query("SELECT COUNT(*) FROM pa_publication WHERE presentity = %s"
+                          " AND origin = 'registrar'", (presentity[4:],)) == [(1,)]
+    assert ua.quiet(d.call_id, 1.5) == []
+    [(document,)] = database.query("SELECT body FROM pa_document WHERE presentity = %s",
+                                   (presentity[4:],))
+    assert document == published.body
 
 
 @pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (Debian sip-tester) missing")
