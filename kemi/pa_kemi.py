@@ -30,7 +30,7 @@ from pa_handlers import metrics, schema  # noqa: E402
 from pa_handlers.agent import PresenceAgent  # noqa: E402
 from pa_handlers.config import ConfigError, load_settings  # noqa: E402
 from pa_handlers.messages import Context, Outcome  # noqa: E402
-from pa_handlers.registration import Binding  # noqa: E402
+from pa_handlers.registration import Binding, choose_binding, registrar_target  # noqa: E402
 from pa_handlers.xcap_server import HttpRequest  # noqa: E402
 from pa_handlers.store import Database, Store, StoreUnavailable  # noqa: E402
 
@@ -355,16 +355,41 @@ class PresenceAgentKemi:
                 self._tracking = False
                 key = None
         socket = notify.socket if self._is_local(notify.socket) else ""
-        rc = KSR.tm.t_uac_send("NOTIFY", notify.ruri, notify.nexthop, socket,
-                               notify.headers, notify.body)
+        ruri, nexthop = self._registered_route(notify)
+        rc = KSR.tm.t_uac_send("NOTIFY", ruri, nexthop, socket, notify.headers, notify.body)
         if rc < 0:
             if key is not None:
                 KSR.htable.sht_rm(IN_FLIGHT, key)
             self.stats.add(metrics.NOTIFY_NOT_SENT)
-            log.warning("NOTIFY to %s (call-id=%s cseq=%d) could not be sent",
-                        notify.ruri, notify.call_id, notify.cseq)
+            log.warning("NOTIFY to %s (call-id=%s cseq=%d) could not be sent; the subscription"
+                        " ends", notify.ruri, notify.call_id, notify.cseq)
+            for final in self.agent.handle_notify_unsendable(notify.dialog):
+                self._send_notify(final, track=track)
             return
         self.stats.add(metrics.NOTIFY_SENT)
+
+    def _registered_route(self, notify, table="location"):
+        """Request-URI and next hop of a NOTIFY: where its dialog says, or,
+        when the target is a GRUU or an AOR of this registrar, the
+        registered device, as a proxy would route it (usrloc look-up)."""
+        wanted = None if notify.nexthop else registrar_target(notify.ruri)
+        if wanted is None:
+            return notify.ruri, notify.nexthop
+        aor, instance = wanted
+        bindings = []
+        if KSR.registrar.reg_fetch_contacts(table, aor, "pa_route") > 0:
+            for i in range(int(KSR.pv.get("$ulc(pa_route=>count)") or 0)):
+                q = int(KSR.pv.get("$(ulc(pa_route=>q)[%d])" % i))
+                bindings.append(Binding(
+                    contact=KSR.pv.get("$(ulc(pa_route=>addr)[%d])" % i),
+                    q=q / 1000.0 if q >= 0 else None, expires_at=0, key="",
+                    instance=KSR.pv.get("$(ulc(pa_route=>instance)[%d])" % i) or "",
+                    received=KSR.pv.get("$(ulc(pa_route=>received)[%d])" % i) or ""))
+            KSR.registrar.reg_free_contacts("pa_route")
+        chosen = choose_binding(bindings, instance)
+        if chosen is None:
+            return notify.ruri, notify.nexthop
+        return chosen.contact, chosen.received
 
     def _is_local(self, socket):
         """Whether this node listens on `socket` (another node may have

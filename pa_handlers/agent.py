@@ -64,6 +64,14 @@ class PresenceAgent:
             log.warning("answer %d to NOTIFY (call-id=%s) not recorded: %s", code, dialog[0], e)
             return []
 
+    def handle_notify_unsendable(self, dialog: tuple[str, str, str]) -> list[Notify]:
+        """A NOTIFY Kamailio could not send (no route to its target)."""
+        try:
+            return self.notifier.notify_unsendable(dialog)
+        except StoreUnavailable as e:
+            log.warning("unsendable NOTIFY (call-id=%s) not handled: %s", dialog[0], e)
+            return []
+
     def handle_notify_unanswered(self, dialog: tuple[str, str, str]) -> list[Notify]:
         """A NOTIFY that got no answer within notify_timeout."""
         try:

@@ -323,6 +323,11 @@ class Notifier:
             return []
         return self._watcher_gone(dialog, "NOTIFY unanswered")
 
+    def notify_unsendable(self, dialog: tuple[str, str, str]) -> list[Notify]:
+        """A NOTIFY could not even be sent (its target resolves nowhere):
+        every later one would fail alike, so the subscription ends now."""
+        return self._watcher_gone(dialog, "its NOTIFY has nowhere to go")
+
     def _watcher_gone(self, dialog: tuple[str, str, str], why: str) -> list[Notify]:
         sub = self.store.drop_subscription(dialog)
         if sub is None:

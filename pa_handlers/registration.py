@@ -16,6 +16,7 @@ that publishes speaks for itself (precedence.py).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import re
 from xml.sax.saxutils import escape
@@ -24,7 +25,7 @@ from . import pidf, precedence
 from .config import Settings
 from .messages import Notify
 from .notifier import Notifier
-from .sip import parse_uri
+from .sip import BadRequest, parse_uri
 from .store import Store
 
 log = logging.getLogger("pa.registration")
@@ -43,6 +44,7 @@ class Binding:
     instance: str = ""    # its +sip.instance (RFC 5626), if any
     source: str = ""      # proto:ip:port its REGISTER came from, when this
                           # REGISTER is the one that wrote it
+    received: str = ""    # where to reach it, when not its contact (NAT)
 
 
 def binding_tuple(tuple_id: str, basic: str, contact: str, priority: str,
@@ -137,3 +139,49 @@ class Registrations:
             return None
         closed = self._closed(parts)
         return (closed, now + self.settings.timer_interval) if closed else None
+
+
+# -- NOTIFYs to addresses of this registrar -----------------------------------
+#
+# A watcher may give as its Contact not a device address but one of the
+# registrar's: its public GRUU (RFC 5627, e.g. Linphone's
+# sip:bob@example.org;gr=urn:uuid:...) or its address-of-record.  A NOTIFY
+# to it must go where a proxy would send a request for it: to the
+# registered device.
+
+def registrar_target(uri: str) -> tuple[str, str] | None:
+    """(AOR to look up in usrloc, +sip.instance wanted or "") when a NOTIFY
+    target may be an address of this registrar: a public GRUU, or an AOR
+    (a host name, no port, no parameters).  None for a device's own
+    address (an IP address, a port), which costs no look-up."""
+    try:
+        parsed = parse_uri(uri)
+    except BadRequest:
+        return None
+    if not parsed.user:
+        return None
+    aor = f"{parsed.scheme}:{parsed.aor}"
+    if "gr" in parsed.params:
+        # A temporary GRUU (empty gr) names no AOR: left to the usual route.
+        return (aor, parsed.params["gr"]) if parsed.params["gr"] else None
+    if parsed.port or parsed.params or _is_ip(parsed.host):
+        return None
+    return aor, ""
+
+
+def choose_binding(bindings: list[Binding], instance: str) -> Binding | None:
+    """The binding a request for a GRUU (its instance) or for the AOR (the
+    highest q-value, the first of equals) goes to."""
+    if instance:
+        wanted = precedence.instance_key(instance)
+        return next((b for b in bindings
+                     if b.instance and precedence.instance_key(b.instance) == wanted), None)
+    return max(bindings, key=lambda b: b.q if b.q is not None else -1.0, default=None)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False

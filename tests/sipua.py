@@ -313,12 +313,14 @@ class SipUA:
     # -- subscriptions --------------------------------------------------
 
     def subscribe(self, presentity: str, expires: int | None = 600, event: str = "presence",
-                  headers=(), ruri: str | None = None, timeout: float = 5.0):
+                  headers=(), ruri: str | None = None, timeout: float = 5.0,
+                  contact: bool | str = True):
         """An initial SUBSCRIBE; returns (final response, dialog)."""
         dialog = Dialog(f"{rand()}@{self.host}", rand(), f"<{self.aor}>", f"<{presentity}>",
                         event, 1)
         dialog.target = ruri or presentity
-        response = self._send_subscribe(dialog, expires, headers, ruri or presentity, timeout)
+        response = self._send_subscribe(dialog, expires, headers, ruri or presentity, timeout,
+                                        contact)
         answer = self.authorization(response, "SUBSCRIBE", ruri or presentity)
         if answer is not None:
             dialog.cseq += 1
