@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from harness import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -105,3 +109,123 @@ class Pjsua:
         self.proc.wait(10)
         self.proc.stdin.close()
         self.proc.stdout.close()
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PRESENCE_STATES = ("Unknown", "Online", "Busy", "Offline")
+
+
+class Baresip:
+    """A baresip (Debian's baresip-core) with its presence module, driven
+    over its ctrl_tcp module (netstrings of JSON).  One account; `watch`
+    names the contacts whose presence it subscribes to."""
+
+    def __init__(self, user: str, proxy_port: int, transport: str = "udp", watch=()):
+        self.dir = tempfile.mkdtemp(prefix="pa-baresip-")
+        self.aor = f"sip:{user}@127.0.0.1"
+        self.ctrl_port, sip_port = free_port(), _free_pair()
+        with open(os.path.join(self.dir, "config"), "w") as f:
+            f.write(f"sip_listen 127.0.0.1:{sip_port}\n"
+                    "module_path /usr/lib/baresip/modules\n"
+                    "module account.so\nmodule contact.so\nmodule menu.so\nmodule presence.so\n"
+                    f"module ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{self.ctrl_port}\n"
+                    "audio_player aufile,/dev/null\naudio_source aufile,/dev/null\n")
+        with open(os.path.join(self.dir, "accounts"), "w") as f:
+            f.write(f'<{self.aor}>;outbound="sip:127.0.0.1:{proxy_port};transport={transport}"'
+                    ";regint=300;pubint=300\n")
+        with open(os.path.join(self.dir, "contacts"), "w") as f:
+            f.writelines(f'"{uri}" <{uri}>;presence=p2p\n' for uri in watch)
+        self.log_path = os.path.join(self.dir, "baresip.log")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(["baresip", "-f", self.dir, "-v"], cwd=self.dir,
+                                         stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.sock = self._connect(30)
+        self._buffer = b""
+
+    def _connect(self, timeout: float) -> socket.socket:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise PhoneError(f"baresip exited ({self.proc.returncode})\n{self.log()}")
+            try:
+                return socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=30)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise PhoneError(f"baresip's ctrl_tcp not listening\n{self.log()}")
+                time.sleep(0.1)
+
+    def command(self, command: str, params: str = "") -> str:
+        """A ctrl_tcp command; returns its output (without colours)."""
+        data = json.dumps({"command": command, "params": params, "token": command}).encode()
+        self.sock.sendall(b"%d:%s," % (len(data), data))
+        while True:
+            length, colon, rest = self._buffer.partition(b":")
+            if colon and len(rest) > int(length):
+                answer = json.loads(rest[:int(length)])
+                self._buffer = rest[int(length) + 1:]
+                if answer.get("response") and answer.get("token") == command:
+                    if not answer.get("ok"):
+                        raise PhoneError(f"baresip {command}: {answer.get('data')}")
+                    return _ANSI.sub("", answer.get("data") or "")
+                continue
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise PhoneError(f"baresip closed ctrl_tcp\n{self.log()}")
+            self._buffer += chunk
+
+    def registered(self, timeout: float = 15) -> bool:
+        deadline = time.monotonic() + timeout
+        while "OK" not in self.command("reginfo"):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def status(self, online: bool) -> None:
+        self.command("presence_online" if online else "presence_offline")
+
+    def shows(self, uri: str, expect: str, timeout: float = 15) -> str:
+        """The status the contacts list shows for uri (Online, Offline,
+        Busy, Unknown), once it shows `expect` or after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = next((line for line in self.command("contacts").splitlines()
+                         if f"<{uri}>" in line), "")
+            shown = next((word for word in line.split() if word in _PRESENCE_STATES), "")
+            if shown == expect or time.monotonic() > deadline:
+                return shown
+            time.sleep(0.1)
+
+    def log(self, tail: int = 6000) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")[-tail:]
+
+    def quit(self) -> None:
+        """As a user quits: un-PUBLISH, un-REGISTER, un-SUBSCRIBE."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def _free_pair() -> int:
+    """A free port whose successor is free too: baresip also listens for
+    TLS on the next port, and fails to start where that is taken."""
+    while True:
+        port = free_port()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
