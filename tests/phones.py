@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from harness import free_port
@@ -229,3 +230,93 @@ def _free_pair() -> int:
             return port
         except OSError:
             continue
+
+
+class Linphone:
+    """Linphone's console client (Debian's linphone-cli), one account
+    through the proxy, driven over stdin; what it prints is collected."""
+
+    def __init__(self, user: str, domain: str, proxy_port: int, transport: str = "udp"):
+        self.dir = tempfile.mkdtemp(prefix="pa-linphone-")
+        self.aor = f"sip:{user}@{domain}"
+        # Linphone keeps its friends in a database there; without the
+        # folder it never starts its network side.
+        os.makedirs(os.path.join(self.dir, ".local", "share", "linphone"))
+        rc = os.path.join(self.dir, "linphonerc")
+        proxy = f"sip:127.0.0.1:{proxy_port};transport={transport}"
+        with open(rc, "w") as f:
+            f.write(f"[sip]\nsip_port={free_port() if transport == 'udp' else 0}\n"
+                    f"sip_tcp_port={free_port() if transport == 'tcp' else 0}\n"
+                    "sip_tls_port=0\ndefault_proxy=0\n"
+                    f"[proxy_0]\nreg_proxy=<{proxy}>\nreg_route=<{proxy};lr>\n"
+                    f"reg_identity={self.aor}\nreg_expires=300\nreg_sendregister=1\n"
+                    "publish=1\n[sound]\ncapture_dev_id=\nplayback_dev_id=\n")
+        self.log_path = os.path.join(self.dir, "linphone.log")
+        self.proc = subprocess.Popen(
+            ["linphonec", "-c", rc, "-d", "6", "-l", self.log_path], cwd=self.dir,
+            env=dict(os.environ, HOME=self.dir), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        self.output: list[str] = []
+        self._lock = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for raw in self.proc.stdout:
+            with self._lock:
+                self.output.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._lock.notify_all()
+
+    def send(self, line: str) -> None:
+        self.proc.stdin.write((line + "\n").encode())
+        self.proc.stdin.flush()
+
+    def wait_for(self, pattern: str, timeout: float = 20, start: int = 0) -> re.Match | None:
+        """The first printed line from `start` on matching `pattern`."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                for line in self.output[start:]:
+                    m = re.search(pattern, line)
+                    if m:
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._lock.wait(left)
+
+    def registered(self, timeout: float = 20) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            mark = len(self.output)
+            self.send("status register")
+            if self.wait_for(r"^registered, identity=", 2, mark):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def watch(self, name: str, uri: str) -> None:
+        self.send(f'friend add "{name}" {uri}')
+
+    def shows(self, name: str, status: str, start: int = 0, timeout: float = 20) -> bool:
+        """Whether it printed `Friend "name" <uri> is <status>` (from the
+        line numbered `start` on)."""
+        return self.wait_for(rf'^(linphonec> )?Friend "{re.escape(name)}" <[^>]+> is {status}$',
+                             timeout, start) is not None
+
+    def log(self, tail: int = 6000) -> str:
+        return "\n".join(self.output)[-tail:]
+
+    def quit(self) -> None:
+        if self.proc.poll() is None:
+            self.send("quit")
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc.stdin.close()
