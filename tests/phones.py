@@ -206,17 +206,12 @@ class Baresip:
         """As a user quits: un-PUBLISH, un-REGISTER, un-SUBSCRIBE."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
+        _quit(self.proc)
         self.close()
 
     def close(self) -> None:
         self.sock.close()
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        _kill(self.proc)
 
 
 def _free_pair() -> int:
@@ -309,14 +304,23 @@ class Linphone:
     def quit(self) -> None:
         if self.proc.poll() is None:
             self.send("quit")
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
+        _quit(self.proc)
         self.close()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        _kill(self.proc)
         self.proc.stdin.close()
+
+
+def _quit(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Give a phone told to quit the time to say goodbye on the network."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
