@@ -85,8 +85,12 @@ def composer(presentity: str) -> Callable[[list[tuple[str, str, bytes]]], bytes]
 
 def instance_key(instance: str) -> str:
     """RFC 5626 +sip.instance, as a Contact parameter gives it
-    ("<urn:uuid:...>") or usrloc keeps it."""
-    return "instance:" + instance.strip().strip('"').strip("<>").lower()[:200]
+    ("<urn:uuid:...>", also as stored by earlier versions), as usrloc keeps
+    it, or as a GRUU's gr parameter names it (without the brackets)."""
+    value = instance.strip().strip('"')
+    if not value.startswith("<"):
+        value = f"<{value}>"
+    return "instance:" + value[:200]
 
 
 def contact_key(uri: str) -> str:

@@ -173,9 +173,10 @@ def choose_binding(bindings: list[Binding], instance: str) -> Binding | None:
     """The binding a request for a GRUU (its instance) or for the AOR (the
     highest q-value, the first of equals) goes to."""
     if instance:
-        wanted = precedence.instance_key(instance)
-        return next((b for b in bindings
-                     if b.instance and precedence.instance_key(b.instance) == wanted), None)
+        # URNs compare case-insensitively (RFC 8141).
+        wanted = precedence.instance_key(instance).lower()
+        return next((b for b in bindings if b.instance
+                     and precedence.instance_key(b.instance).lower() == wanted), None)
     return max(bindings, key=lambda b: b.q if b.q is not None else -1.0, default=None)
 
 

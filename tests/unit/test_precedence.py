@@ -95,9 +95,9 @@ def test_a_binding_just_removed_does_not_hide_a_registered_one():
 
 
 def test_the_device_is_matched_by_instance_contact_or_address():
-    by_instance = Binding("sip:bob@10.0.0.4:5060", None, 0, "i", instance="<urn:uuid:AB-CD>")
+    by_instance = Binding("sip:bob@10.0.0.4:5060", None, 0, "i", instance="<urn:uuid:ab-cd>")
     assert ids([registered(by_instance),
-                published(precedence.instance_key('"<urn:uuid:ab-cd>"'), "x", "open")]) == ["x"]
+                published(precedence.instance_key("<urn:uuid:ab-cd>"), "x", "open")]) == ["x"]
     by_contact = Binding("sip:bob@10.0.0.5:5070;transport=tcp", None, 0, "c")
     assert ids([registered(by_contact),
                 published(precedence.contact_key("sip:bob@10.0.0.5:5070"), "x", "open")]) == ["x"]
