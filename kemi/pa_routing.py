@@ -26,10 +26,29 @@ class PresenceRouting:
         return self.pa.child_init(rank)
 
     def ksr_request_route(self, msg):
+        try:
+            return self.route(msg)
+        except UnicodeDecodeError:
+            # A part Kamailio parsed (method, From, To...) is not UTF-8:
+            # app_python3 cannot hand it over.  Nothing was sent yet.
+            pa_kemi.log.warning("request from %s:%s not UTF-8: answered 400",
+                                KSR.pv.get("$si"), KSR.pv.get("$sp"))
+            KSR.sl.send_reply(400, "Bad Request (Not UTF-8)")
+        except Exception:
+            pa_kemi.log.exception("request route failed")
+            KSR.sl.send_reply(500, "Server Internal Error")
+        return 1
+
+    def route(self, msg):
         if KSR.maxfwd.process_maxfwd(10) < 0:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return 1
         method = KSR.pv.get("$rm")
+        if method == "SUBSCRIBE":
+            # Presentities of the XMPP domains live in the jabber domain,
+            # fed by the XMPP gateway.
+            domain = "jabber" if (KSR.pv.get("$rd") or "").lower() in \
+                self.pa.settings.xmpp_domains else "registrar"
         if method in ("SUBSCRIBE", "PUBLISH", "REGISTER") and not self.authenticated(method):
             return 1
         if method in ("SUBSCRIBE", "PUBLISH"):
@@ -42,10 +61,6 @@ class PresenceRouting:
                 KSR.sl.sl_reply_error()
                 return 1
             if method == "SUBSCRIBE":
-                # Presentities of the XMPP domains live in the jabber domain,
-                # fed by the XMPP gateway.
-                domain = "jabber" if (KSR.pv.get("$rd") or "").lower() in \
-                    self.pa.settings.xmpp_domains else "registrar"
                 self.pa.handle_subscription(msg, domain)
             else:
                 self.pa.handle_publish(msg, "registrar", self.publisher)
@@ -77,6 +92,11 @@ class PresenceRouting:
         if method == "SUBSCRIBE" and KSR.pv.get("$tt"):
             return True  # in-dialog: the dialog was authenticated when it began
         realm = KSR.pv.get("$fd" if method == "SUBSCRIBE" else "$td")
+        if not realm:
+            # Kamailio could not parse the From (To) URI.
+            KSR.sl.sl_send_reply(400, "Bad Request (Bad %s URI)" %
+                                 ("From" if method == "SUBSCRIBE" else "To"))
+            return False
         # Flag 1: the authenticated user must be the From (To) user.
         if KSR.auth_db.auth_check(realm, "subscriber", 1) > 0:
             self.publisher = "sip:%s@%s" % (KSR.pv.get("$au"), realm)
