@@ -17,6 +17,11 @@ def mod_init():
     return PresenceRouting(pa) if pa is not None else None
 
 
+# auth_check()'s answer when the credentials are valid but belong to
+# another user than the request's From (SUBSCRIBE) or To (REGISTER).
+AUTH_USER_MISMATCH = -8
+
+
 class PresenceRouting:
     def __init__(self, pa):
         self.pa = pa
@@ -84,8 +89,11 @@ class PresenceRouting:
     def authenticated(self, method):
         """With authorization on (auth other than none), who asks must prove
         it: digest credentials from Kamailio's subscriber table, the user
-        being the presentity for PUBLISH and REGISTER (To) and the watcher
-        for a new SUBSCRIBE (From).  Answers the challenge itself."""
+        being the watcher for a new SUBSCRIBE (From) and the registered
+        user for REGISTER (To); for PUBLISH the plugin judges who
+        authenticated (only the presentity may publish: 403).  Answers the
+        challenge itself, and 403 to valid credentials of another user
+        (a new challenge would only make the client loop)."""
         self.publisher = ""
         if self.pa.settings.auth == "none":
             return True
@@ -97,10 +105,16 @@ class PresenceRouting:
             KSR.sl.sl_send_reply(400, "Bad Request (Bad %s URI)" %
                                  ("From" if method == "SUBSCRIBE" else "To"))
             return False
-        # Flag 1: the authenticated user must be the From (To) user.
-        if KSR.auth_db.auth_check(realm, "subscriber", 1) > 0:
+        # SUBSCRIBE, REGISTER: flag 1, the authenticated user must be the
+        # From (To) user.  PUBLISH: the credentials only; the plugin
+        # compares who authenticated with the presentity.
+        rc = KSR.auth_db.auth_check(realm, "subscriber", 0 if method == "PUBLISH" else 1)
+        if rc > 0:
             self.publisher = "sip:%s@%s" % (KSR.pv.get("$au"), realm)
             return True
+        if rc == AUTH_USER_MISMATCH:
+            KSR.sl.sl_send_reply(403, "Forbidden (Credentials Of Another User)")
+            return False
         KSR.auth.auth_challenge(realm, 1)
         return False
 

@@ -1034,6 +1034,34 @@ class Store:
             return {"subscriptions": int(subs.rows[0][0]), "publications": int(pubs.rows[0][0])}
         return self.db.run(work)
 
+    # -- SIP and XCAP users: Kamailio's subscriber table (auth_db) ----------
+
+    def admin_set_user(self, user: str, domain: str, ha1: str, ha1b: str) -> bool:
+        """Create the user or give it new credentials; True when created.
+        The password itself is not stored (auth_db reads ha1)."""
+        def work(cur):
+            cur.execute("INSERT INTO subscriber (username, domain, password, ha1, ha1b)"
+                        " VALUES (%s, %s, '', %s, %s) ON DUPLICATE KEY UPDATE"
+                        " password = '', ha1 = VALUES(ha1), ha1b = VALUES(ha1b)",
+                        (user, domain, ha1, ha1b))
+            return cur.rowcount == 1
+        return self.db.run(work)
+
+    def admin_remove_user(self, user: str, domain: str) -> bool:
+        def work(cur):
+            cur.execute("DELETE FROM subscriber WHERE username = %s AND domain = %s",
+                        (user, domain))
+            return cur.rowcount > 0
+        return self.db.run(work)
+
+    def admin_users(self, like: str) -> list[dict]:
+        def work(cur):
+            cur.execute("SELECT username, domain FROM subscriber"
+                        " WHERE CONCAT(username, '@', domain) LIKE %s"
+                        " ORDER BY domain, username", (f"%{like}%",))
+            return [dict(user=f"{u}@{d}") for u, d in cur.fetchall()]
+        return self.db.run(work)
+
     def apply_sql(self, text: str) -> None:
         """Run a schema file (statements separated by ';' at line ends)."""
         statements = [s.strip() for s in text.split(";\n") if s.strip()
