@@ -29,7 +29,7 @@ log = logging.getLogger("pa.store")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Errors after which the same transaction may simply be run again.
 _RETRY_CODES = {1205, 1213, 1180, 1181, 1047, 1317}
@@ -868,27 +868,38 @@ class Store:
             return list(cur.fetchall())
         return self.db.run(work)
 
-    def save_xmpp_resource(self, jid: str, presence, now: int) -> list:
+    def save_xmpp_resource(self, jid: str, presence, now: int,
+                           limit: int) -> list | None:
         """Record the presence of one resource of an XMPP user (an
-        unavailable one is forgotten) and return all its resources'."""
+        unavailable one is forgotten) and return all its resources'; None,
+        recording nothing, for a new resource beyond `limit` of them.
+        The gateway is the only writer, one process."""
         from .xmpp_mapping import XmppPresence
+
+        resource = presence.resource.encode("utf-8", "surrogatepass")
 
         def work(cur):
             if presence.available:
+                cur.execute("SELECT COUNT(*), COALESCE(SUM(resource = %s), 0) FROM"
+                            " pa_xmpp_resource WHERE jid = %s", (resource, jid))
+                count, known = cur.fetchone()
+                if not known and count >= limit:
+                    return None
                 first = ("INSERT INTO pa_xmpp_resource (jid, resource, available, shown, status,"
                          " priority, updated_at) VALUES (%s, %s, 1, %s, %s, %s, %s)"
                          " ON DUPLICATE KEY UPDATE shown = VALUES(shown), status = VALUES(status),"
                          " priority = VALUES(priority), updated_at = VALUES(updated_at)",
-                         (jid, presence.resource, presence.show, presence.status[:1000],
+                         (jid, resource, presence.show, presence.status[:1000],
                           presence.priority, now))
             else:
                 first = ("DELETE FROM pa_xmpp_resource WHERE jid = %s AND resource = %s",
-                         (jid, presence.resource))
+                         (jid, resource))
             _, rows = batch(cur, first, ("SELECT resource, shown, status, priority FROM"
                                          " pa_xmpp_resource WHERE jid = %s ORDER BY resource",
                                          (jid,)))
-            return [XmppPresence(True, show, status, priority, resource)
-                    for resource, show, status, priority in rows.rows]
+            return [XmppPresence(True, show, status, priority,
+                                 bytes(name).decode("utf-8", "surrogatepass"))
+                    for name, show, status, priority in rows.rows]
         return self.db.run(work)
 
     def extend_origin_publications(self, origin: str, domain: str, expires_at: int) -> None:
