@@ -31,6 +31,7 @@ from pa_handlers.agent import PresenceAgent  # noqa: E402
 from pa_handlers.config import ConfigError, load_settings  # noqa: E402
 from pa_handlers.messages import Context, Outcome  # noqa: E402
 from pa_handlers.registration import Binding, choose_binding, registrar_target  # noqa: E402
+from pa_handlers.sip import printable  # noqa: E402
 from pa_handlers.xcap_server import HttpRequest  # noqa: E402
 from pa_handlers.store import Database, Store, StoreUnavailable  # noqa: E402
 
@@ -42,7 +43,9 @@ class _KamailioLog(logging.Handler):
 
     def emit(self, record):
         try:
-            text = "pa: " + self.format(record).replace("\n", " | ") + "\n"
+            # One line per record, and no control character from the
+            # network in it.
+            text = "pa: " + printable(self.format(record).replace("\n", " | ")) + "\n"
             if record.levelno >= logging.ERROR:
                 KSR.err(text)
             elif record.levelno >= logging.WARNING:

@@ -17,6 +17,11 @@ def mod_init():
     return PresenceRouting(pa) if pa is not None else None
 
 
+# auth_check()'s answer when the credentials are valid but belong to
+# another user than the request's From (SUBSCRIBE) or To (REGISTER).
+AUTH_USER_MISMATCH = -8
+
+
 class PresenceRouting:
     def __init__(self, pa):
         self.pa = pa
@@ -26,10 +31,29 @@ class PresenceRouting:
         return self.pa.child_init(rank)
 
     def ksr_request_route(self, msg):
+        try:
+            return self.route(msg)
+        except UnicodeDecodeError:
+            # A part Kamailio parsed (method, From, To...) is not UTF-8:
+            # app_python3 cannot hand it over.  Nothing was sent yet.
+            pa_kemi.log.warning("request from %s:%s not UTF-8: answered 400",
+                                KSR.pv.get("$si"), KSR.pv.get("$sp"))
+            KSR.sl.send_reply(400, "Bad Request (Not UTF-8)")
+        except Exception:
+            pa_kemi.log.exception("request route failed")
+            KSR.sl.send_reply(500, "Server Internal Error")
+        return 1
+
+    def route(self, msg):
         if KSR.maxfwd.process_maxfwd(10) < 0:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return 1
         method = KSR.pv.get("$rm")
+        if method == "SUBSCRIBE":
+            # Presentities of the XMPP domains live in the jabber domain,
+            # fed by the XMPP gateway.
+            domain = "jabber" if (KSR.pv.get("$rd") or "").lower() in \
+                self.pa.settings.xmpp_domains else "registrar"
         if method in ("SUBSCRIBE", "PUBLISH", "REGISTER") and not self.authenticated(method):
             return 1
         if method in ("SUBSCRIBE", "PUBLISH"):
@@ -42,10 +66,6 @@ class PresenceRouting:
                 KSR.sl.sl_reply_error()
                 return 1
             if method == "SUBSCRIBE":
-                # Presentities of the XMPP domains live in the jabber domain,
-                # fed by the XMPP gateway.
-                domain = "jabber" if (KSR.pv.get("$rd") or "").lower() in \
-                    self.pa.settings.xmpp_domains else "registrar"
                 self.pa.handle_subscription(msg, domain)
             else:
                 self.pa.handle_publish(msg, "registrar", self.publisher)
@@ -70,18 +90,32 @@ class PresenceRouting:
     def authenticated(self, method):
         """With authorization on (auth other than none), who asks must prove
         it: digest credentials from Kamailio's subscriber table, the user
-        being the presentity for PUBLISH and REGISTER (To) and the watcher
-        for a new SUBSCRIBE (From).  Answers the challenge itself."""
+        being the watcher for a new SUBSCRIBE (From) and the registered
+        user for REGISTER (To); for PUBLISH the plugin judges who
+        authenticated (only the presentity may publish: 403).  Answers the
+        challenge itself, and 403 to valid credentials of another user
+        (a new challenge would only make the client loop)."""
         self.publisher = ""
         if self.pa.settings.auth == "none":
             return True
         if method == "SUBSCRIBE" and KSR.pv.get("$tt"):
             return True  # in-dialog: the dialog was authenticated when it began
         realm = KSR.pv.get("$fd" if method == "SUBSCRIBE" else "$td")
-        # Flag 1: the authenticated user must be the From (To) user.
-        if KSR.auth_db.auth_check(realm, "subscriber", 1) > 0:
+        if not realm:
+            # Kamailio could not parse the From (To) URI.
+            KSR.sl.sl_send_reply(400, "Bad Request (Bad %s URI)" %
+                                 ("From" if method == "SUBSCRIBE" else "To"))
+            return False
+        # SUBSCRIBE, REGISTER: flag 1, the authenticated user must be the
+        # From (To) user.  PUBLISH: the credentials only; the plugin
+        # compares who authenticated with the presentity.
+        rc = KSR.auth_db.auth_check(realm, "subscriber", 0 if method == "PUBLISH" else 1)
+        if rc > 0:
             self.publisher = "sip:%s@%s" % (KSR.pv.get("$au"), realm)
             return True
+        if rc == AUTH_USER_MISMATCH:
+            KSR.sl.sl_send_reply(403, "Forbidden (Credentials Of Another User)")
+            return False
         KSR.auth.auth_challenge(realm, 1)
         return False
 

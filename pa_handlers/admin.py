@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import getpass
+import hashlib
 import json
 import os
 import sys
@@ -21,7 +23,7 @@ import time
 
 from . import schema
 from .config import ConfigError, load_settings
-from .sip import BadRequest, parse_uri
+from .sip import BadRequest, parse_uri, printable
 from .store import SCHEMA_VERSION, Database, Store, StoreUnavailable
 
 DOMAINS = ("registrar", "jabber")
@@ -44,6 +46,28 @@ def aor(text: str) -> str:
     return uri.aor
 
 
+def _account(text: str) -> tuple[str, str]:
+    """(user, domain) of a SIP user in Kamailio's subscriber table."""
+    user, _, domain = aor(text).rpartition("@")
+    if len(user) > 64 or len(domain) > 64:
+        raise AdminError(f"user and domain have at most 64 characters each: {text!r}")
+    return user, domain
+
+
+def _password() -> str:
+    """The new password: asked twice on a terminal, else the first line of
+    standard input (never an argument: ps and shell history show those)."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise AdminError("the passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise AdminError("no password given")
+    return password
+
+
 def _when(epoch) -> str:
     if not epoch:
         return "-"
@@ -58,12 +82,14 @@ def _in(epoch, now: int) -> str:
 # -- output -----------------------------------------------------------------
 
 def table(rows: list[dict], columns: list[str]) -> str:
-    """Rows aligned under their column names."""
+    """Rows aligned under their column names; what the network stored
+    there is shown with control characters escaped."""
     if not rows:
         return "(none)"
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    cells = [{c: printable(str(r.get(c, ""))) for c in columns} for r in rows]
+    widths = {c: max(len(c), *(len(r[c]) for r in cells)) for c in columns}
     lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    lines += ["  ".join(r[c].ljust(widths[c]) for c in columns) for r in cells]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -167,6 +193,33 @@ class Admin:
         counts = self.store.admin_counts(self.now())
         self.out.show(counts, text="\n".join(f"{k}: {v}" for k, v in counts.items()))
 
+    def user_add(self, args) -> None:
+        user, domain = _account(args.address)
+        self._need_users()
+        password = _password()
+        ha1 = hashlib.md5(f"{user}:{domain}:{password}".encode()).hexdigest()
+        ha1b = hashlib.md5(f"{user}@{domain}:{domain}:{password}".encode()).hexdigest()
+        created = self.store.admin_set_user(user, domain, ha1, ha1b)
+        self.out.show({"user": f"{user}@{domain}", "created": created},
+                      text=f"{user}@{domain} " + ("created" if created else "has a new password"))
+
+    def user_remove(self, args) -> None:
+        user, domain = _account(args.address)
+        self._need_users()
+        if not self.store.admin_remove_user(user, domain):
+            raise AdminError(f"no user {user}@{domain}")
+        self.out.show({"user": f"{user}@{domain}", "removed": True},
+                      text=f"{user}@{domain} removed")
+
+    def user_list(self, args) -> None:
+        self._need_users()
+        self.out.show(self.store.admin_users(args.like), ["user"])
+
+    def _need_users(self) -> None:
+        if not self.store.has_table("subscriber"):
+            raise AdminError("the database has no subscriber table: run"
+                             " `pa-admin db upgrade --kamailio-tables`")
+
     def db_version(self, args) -> None:
         version = self.store.schema_version()
         self.out.show({"schema": version, "known": SCHEMA_VERSION},
@@ -206,6 +259,13 @@ def parser() -> argparse.ArgumentParser:
     command("end", "end one subscription", "call_id", domain=False)
     command("purge", "remove expired state now, telling watchers", domain=False)
     command("counts", "how much state there is", domain=False)
+    users = sub.add_parser("user", help="SIP and XCAP users (Kamailio's subscriber table)")
+    users_sub = users.add_subparsers(dest="user_command", required=True)
+    users_sub.add_parser("add", help="create a user, or give it a new password (read from"
+                         " standard input, or asked for on a terminal)").add_argument("address")
+    users_sub.add_parser("remove", help="remove a user").add_argument("address")
+    users_sub.add_parser("list", help="list users").add_argument(
+        "like", nargs="?", default="", help="part of the address")
     db = sub.add_parser("db", help="the schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("version", help="the database's schema version")
@@ -233,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             out.show(counts, text="\n".join(
                 f"{k}: {v}" if k in ("skipped", "already present") else f"imported {k}: {v}"
                 for k, v in counts.items()))
+        elif args.command == "user":
+            getattr(admin, "user_" + args.user_command)(args)
         elif args.command in ("approve", "reject"):
             admin.decide(args, "active" if args.command == "approve" else "terminated",
                          "" if args.command == "approve" else "rejected")

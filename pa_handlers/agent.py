@@ -17,7 +17,8 @@ from .compositor import Compositor
 from .notifier import Notifier
 from .registration import Binding, Registrations
 from .xcap_server import HttpReply, HttpRequest, XcapServer
-from .sip import BadRequest, SipRequest, parse_name_addr, parse_request, parse_uri
+from .sip import (BadRequest, SipRequest, parse_name_addr, parse_request, parse_uri,
+                  printable)
 from .store import Store, StoreUnavailable, warn_outage
 
 log = logging.getLogger("pa")
@@ -200,8 +201,10 @@ def log_request(req: SipRequest | None, outcome: Outcome) -> None:
         call_id = req.header("call-id") or "-"
     role = "publisher" if method == "PUBLISH" else "watcher"
     detail = outcome.detail or (outcome.reply.reason if outcome.reply.code >= 300 else "")
-    log.info("%s presentity=%s %s=%s answer=%d call-id=%s%s", method, presentity, role, party,
-             outcome.reply.code, call_id, f" ({detail})" if detail else "")
+    # Addresses are %-decoded: what they decode to must not forge lines.
+    log.info("%s presentity=%s %s=%s answer=%d call-id=%s%s", method, printable(presentity),
+             role, printable(party), outcome.reply.code, printable(call_id),
+             f" ({printable(detail)})" if detail else "")
 
 
 def _aor(value: str | None) -> str:

@@ -58,7 +58,9 @@ class Compositor:
         if refusal:
             refused = reply(403)
             refused.detail = refusal
+            refused.presentity = presentity
             return refused
+        publisher = _publisher(req, ctx)
         expires = granted_expires(req, self.settings, self.settings.max_publish_expiration)
         if isinstance(expires, Outcome):
             return expires
@@ -81,7 +83,7 @@ class Compositor:
             if expires == 0:
                 return reply(200, ("Expires", "0"))
             changed, watched = self.store.add_publication(
-                key, etag, _source(req, ctx), ctx.publisher, _media_type(req),
+                key, etag, _source(req, ctx), publisher, _media_type(req),
                 parts.dumps(), now + expires, now, compose)
             action = "publish"
         else:
@@ -107,7 +109,7 @@ class Compositor:
         outcome = reply(200, ("Expires", str(expires))) if expires == 0 else \
             reply(200, ("SIP-ETag", etag), ("Expires", str(expires)))
         outcome.detail = f"{action}, expires {expires}" + (", changed" if changed else "")
-        outcome.presentity = presentity
+        outcome.presentity, outcome.watcher = presentity, publisher
         if changed and watched:
             outcome.notifies.extend(self.notifier.fan_out(key))
         return outcome
@@ -161,6 +163,23 @@ class Compositor:
 
 def _media_type(req: SipRequest) -> str:
     return (req.header("content-type") or "").partition(";")[0].strip().lower()
+
+
+def _publisher(req: SipRequest, ctx: Context) -> str:
+    """Who published, as user@host: the identity the routing
+    authenticated, else (auth none) the From address, unverified."""
+    if ctx.publisher:
+        try:
+            return parse_uri(ctx.publisher).aor[:255]
+        except BadRequest:
+            return ctx.publisher[:255]
+    value = req.header("from")
+    if value is None:
+        raise BadRequest("Missing From")
+    address = parse_uri(parse_name_addr(value).uri).aor
+    if len(address) > 255:
+        raise BadRequest("From URI Too Long")
+    return address
 
 
 def _source(req: SipRequest, ctx: Context) -> str:

@@ -66,6 +66,8 @@ class Settings:
     xmpp_component_server: str = "127.0.0.1:5347"
     xmpp_component_secret: str = ""
     xmpp_sip_domain: str = ""
+    # Resources (devices) kept per XMPP user; presence from more is ignored.
+    xmpp_max_resources: int = 10
 
     @property
     def default_priority(self) -> float:
@@ -211,6 +213,7 @@ _CHECKS = {
     "xmpp_component_server": _hostport("xmpp_component_server"),
     "xmpp_component_secret": _string("xmpp_component_secret"),
     "xmpp_sip_domain": _host("xmpp_sip_domain"),
+    "xmpp_max_resources": _int("xmpp_max_resources", 1, 1000),
 }
 
 

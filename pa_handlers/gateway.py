@@ -36,7 +36,8 @@ from .authorization import Authorizer
 from .config import Settings
 from .store import Store
 from .subscription import ACTIVE, PENDING, TERMINATED
-from .xmpp_mapping import XmppPresence, pidf_from_xmpp, xmpp_from_pidf
+from .xmpp_mapping import (MAX_RESOURCE_BYTES, XmppPresence, pidf_from_xmpp, received,
+                           xmpp_from_pidf)
 
 log = logging.getLogger("pa.gateway")
 
@@ -47,6 +48,10 @@ OUT, IN = "out", "in"
 # An XMPP user's presence stays valid this long without news; the
 # gateway refreshes what it still sees well before.
 PUBLICATION_LIFETIME = 3600
+# Addresses on the SIP side (presentities, watchers, the gateway's links)
+# have at most this many characters: an XMPP address that needs more has
+# no SIP counterpart.
+MAX_ADDRESS = 255
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,11 +117,19 @@ class Gateway:
         available), and published."""
         bare, _, resource = from_jid.partition("/")
         bare = bare.lower()
-        if not self.store.xmpp_links(OUT, jid=bare):
+        if len(bare) > MAX_ADDRESS or not self.store.xmpp_links(OUT, jid=bare):
             return  # nobody asked for it
         now = self.now()
-        presence = dataclasses.replace(presence, resource=resource or presence.resource)
-        resources = self.store.save_xmpp_resource(bare, presence, now)
+        presence = received(dataclasses.replace(presence, resource=resource or presence.resource))
+        if len(presence.resource.encode("utf-8", "surrogatepass")) > MAX_RESOURCE_BYTES:
+            log.warning("presence of %s ignored: resource longer than XMPP allows", bare)
+            return
+        resources = self.store.save_xmpp_resource(bare, presence, now,
+                                                  self.settings.xmpp_max_resources)
+        if resources is None:
+            log.warning("presence of %s ignored: more than %d resources (xmpp_max_resources)",
+                        bare, self.settings.xmpp_max_resources)
+            return
         available = [p for p in resources if p.available]
         if available:
             document = pidf_from_xmpp("sip:" + bare, available)
@@ -131,12 +144,10 @@ class Gateway:
         a SIP user's subscription."""
         watcher = self.sip_user_of_jid(to_jid)
         bare = from_jid.partition("/")[0].lower()
-        if watcher is None:
-            return
+        if watcher is None or self.store.xmpp_link_state(OUT, watcher, bare) is None:
+            return  # not ours (any more)
         if approved:
             self.store.save_xmpp_link(OUT, watcher, bare, "subscribed", self.now())
-        elif self.store.xmpp_link_state(OUT, watcher, bare) is None:
-            return  # not ours (any more)
         else:
             # The SIP watchers keep their subscriptions and see the XMPP
             # user closed; nothing is published for a refusal.
@@ -167,8 +178,12 @@ class Gateway:
         """An XMPP user asks for a SIP user's presence."""
         sip_user = self.sip_user_of_jid(to_jid)
         watcher = from_jid.partition("/")[0].lower()
-        if sip_user is None:
-            return [Stanza("unsubscribed", to_jid, watcher)]
+        if sip_user is None or len(sip_user) > MAX_ADDRESS or len(watcher) > MAX_ADDRESS:
+            # No such SIP user, or a watcher no SIP user could approve:
+            # refused at once rather than left waiting, and never stored.
+            log.info("XMPP subscription of %.80s to %.80s refused: no such SIP user",
+                     watcher, to_jid)
+            return [Stanza("unsubscribed", to_jid.partition("/")[0], watcher)]
         decision = self.authorizer.presence(REGISTRAR, sip_user, watcher)
         if decision.status == TERMINATED:
             self.store.delete_xmpp_link(IN, sip_user, watcher)

@@ -190,8 +190,20 @@ def _publication(row: dict, domain: str, settings: Settings) -> tuple:
     except pidf.InvalidDocument as e:
         raise _Skip(f"body not an acceptable PIDF document ({e.reason})") from None
     source = _fits(NATIVE_SOURCE + (_text(row["ruid"]) or etag), 512)
-    return ((presentity, domain, PRESENCE), etag, source, _fits(_text(row["sender"]), 255),
+    return ((presentity, domain, PRESENCE), etag, source, _fits(_publisher(row, presentity), 255),
             pidf.PIDF, parts.dumps(), int(row["expires"]), int(row["received_time"]))
+
+
+def _publisher(row: dict, presentity: str) -> str:
+    """Who published, as user@host like ours: native keeps the From in
+    `sender` only when it differs from the presentity."""
+    sender = _text(row["sender"])
+    if not sender:
+        return presentity
+    try:
+        return parse_uri(sender).aor
+    except BadRequest:
+        raise _Skip("sender not a SIP URI") from None
 
 
 # -- subscriptions ------------------------------------------------------------

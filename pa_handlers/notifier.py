@@ -394,7 +394,9 @@ def granted_expires(req: SipRequest, settings: Settings, maximum: int) -> int | 
 
 
 def check_event_id(value: str) -> str:
-    if value and (len(value) > 128 or not is_token(value)):
+    # Every NOTIFY echoes the id, and Kamailio's t_uac_send turns "!!" in
+    # a header into its own address: no '!' (a token character) there.
+    if value and (len(value) > 128 or not is_token(value) or "!" in value):
         raise BadRequest("Bad Event id")
     return value
 
@@ -422,6 +424,10 @@ def _contact(req: SipRequest, required: bool) -> str | None:
         raise BadRequest("More Than One Contact")
     uri = parse_name_addr(contacts[0]).uri
     parse_uri(uri)
+    if "!" in uri:
+        # Behind a strict router the remote target becomes the last Route
+        # of our NOTIFYs, where Kamailio replaces "!!" (see check_event_id).
+        raise BadRequest("Bad Contact")
     return uri
 
 
@@ -433,6 +439,9 @@ def route_set_of(routes: list[str]) -> str:
     """Record-Route values, in received order, as a subscription keeps them."""
     for route in routes:
         parse_uri(parse_name_addr(route).uri)
+        if "!" in route:
+            # Copied into the Route of our NOTIFYs (see check_event_id).
+            raise BadRequest("Bad Record-Route")
     joined = ", ".join(routes)
     if len(joined) > 4096:
         raise BadRequest("Record-Route Too Long")

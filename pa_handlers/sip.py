@@ -9,6 +9,7 @@ becomes a 400 reply, never an exception escaping into Kamailio.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import urllib.parse
 
@@ -26,9 +27,11 @@ _COMPACT = {
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 # Call-ID is word ["@" word]: printable ASCII without spaces (RFC 3261 25.1).
 _CALL_ID = re.compile(r"^[\x21-\x7e]{1,255}$")
-_DIGITS = re.compile(r"^[0-9]+$")
-_BAD_HOST = re.compile(r'[\s<>"]')
+_DIGITS = re.compile(r"[0-9]+\Z")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# What no stored address, log line or document may carry: C0 controls,
+# DEL and C1 controls (what %-escapes may decode to).
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class BadRequest(Exception):
@@ -55,6 +58,14 @@ def canonical_name(name: str) -> str:
 
 def is_token(text: str) -> bool:
     return bool(_TOKEN.match(text))
+
+
+def printable(text: str) -> str:
+    """Text fit for a log line or a terminal: control characters (C0,
+    DEL, C1) as \\xNN escapes, so that nobody can forge or hide lines."""
+    if not _CONTROL_CHARS.search(text):
+        return text
+    return _CONTROL_CHARS.sub(lambda m: "\\x%02x" % ord(m.group()), text)
 
 
 @dataclasses.dataclass
@@ -93,6 +104,10 @@ def parse_request(data: bytes) -> SipRequest:
     if _CONTROL.search(text):
         # RFC 3261 25.1: header text holds no control characters but tab.
         raise BadRequest("Control Character In Header")
+    if text.count("\r") != text.count("\r\n"):
+        # A CR that ends no line would be copied into the headers of our
+        # NOTIFYs, where Kamailio ends a line at it.
+        raise BadRequest("Bare CR In Header")
     lines = text.replace("\r\n", "\n").split("\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or parts[2] != "SIP/2.0" or not is_token(parts[0]):
@@ -113,10 +128,13 @@ def parse_request(data: bytes) -> SipRequest:
         headers.setdefault(name, []).append(value.strip())
     length = headers.get("content-length")
     if length:
-        if not _DIGITS.match(length[0]):
+        # Leading zeros are allowed; more than ten digits are not a length
+        # any datagram or stream of ours can have.
+        digits = length[0].lstrip("0")
+        if not _DIGITS.match(length[0]) or len(digits) > 10:
             raise BadRequest("Bad Content-Length")
         # Over UDP the datagram may carry more than the body (RFC 3261 18.3).
-        body = body[: int(length[0])]
+        body = body[: int(digits or "0")]
     return SipRequest(method=parts[0], uri=parts[1], headers=headers, body=body)
 
 
@@ -178,8 +196,19 @@ class NameAddr:
 
 _TAG_PARAM = re.compile(r";\s*tag\s*=\s*[^;]*", re.IGNORECASE)
 
+# Header parameters (RFC 3261 25.1): *( SEMI generic-param ), generic-param
+# = token [ EQUAL gen-value ], gen-value = token / host / quoted-string.
+_TOKEN_CHARS = r"A-Za-z0-9.!%*_+`'~-"
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_HEADER_PARAMS = re.compile(
+    rf"(?:\s*;\s*[{_TOKEN_CHARS}]+(?:\s*=\s*(?:[{_TOKEN_CHARS}]+|\[[0-9A-Fa-f:.]+\]|{_QUOTED}))?)*"
+    r"\s*")
+
 
 def parse_name_addr(value: str) -> NameAddr:
+    """A From/To/Contact/Record-Route value: ( name-addr / addr-spec )
+    *( SEMI generic-param ).  The URI is checked by whoever uses it
+    (parse_uri); the parameters here, for they are echoed."""
     value = value.strip()
     display = ""
     rest = value
@@ -202,18 +231,21 @@ def parse_name_addr(value: str) -> NameAddr:
     if "<" in rest:
         before, _, after = rest.partition("<")
         uri, close, params = after.partition(">")
-        if not close:
+        if not close or '"' in before:
             raise BadRequest("Malformed Name-Addr")
         display = display or before.strip()
         head = value[: len(value) - len(params)]
     else:
-        # addr-spec form: parameters after the URI belong to the header field.
+        # addr-spec form: parameters after the URI belong to the header
+        # field (RFC 3261 20: the URI then holds no ';', ',' or '?').
         uri, _, params = rest.partition(";")
         params = ";" + params if params else ""
         head = uri
     uri = uri.strip()
     if not uri or len(uri) > MAX_URI_LENGTH:
         raise BadRequest("Bad URI")
+    if not _HEADER_PARAMS.fullmatch(params):
+        raise BadRequest("Bad Header Parameters")
     untagged = head + _TAG_PARAM.sub("", params)
     return NameAddr(display=display, uri=uri, params=parse_params(params), text=untagged.strip())
 
@@ -235,38 +267,83 @@ class SipUri:
 
 _SCHEMES = ("sip", "sips", "pres", "im")
 
+# RFC 3261 25.1, SIP-URI = "sip:" [ userinfo ] hostport uri-parameters
+# [ headers ].  The user part may hold ';', '?' and '/' (user-unreserved),
+# so the URI is cut at its one '@' before parameters are looked for.
+_UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
+_ESCAPED = r"%[0-9A-Fa-f]{2}"
+_USER = re.compile(rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESCAPED})+")
+_PASSWORD = re.compile(rf"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*")
+_PARAMCHAR = rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESCAPED})"
+_URI_PARAMS = re.compile(rf"(?:;{_PARAMCHAR}+(?:={_PARAMCHAR}+)?)*")
+_HNV = rf"(?:[{_UNRESERVED}\[\]/?:+$]|{_ESCAPED})"
+_URI_HEADERS = re.compile(rf"(?:\?{_HNV}+={_HNV}*(?:&{_HNV}+={_HNV}*)*)?")
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
+_HOST_END = re.compile(r"[:;?]")
+
 
 def parse_uri(text: str) -> SipUri:
+    """A sip, sips, pres or im URI, by the grammar of RFC 3261 25.1;
+    anything else is BadRequest.  The user part comes back %-decoded
+    (UTF-8) and never holds a control character."""
+    if len(text) > MAX_URI_LENGTH:
+        raise BadRequest("Bad URI")
     scheme, colon, rest = text.partition(":")
     scheme = scheme.lower()
     if not colon or scheme not in _SCHEMES:
         raise BadRequest("Unsupported URI Scheme")
-    rest, _, _headers = rest.partition("?")
-    rest, _, params = rest.partition(";")
-    userinfo, at, hostport = rest.rpartition("@")
+    userinfo, at, rest = rest.partition("@")
     if not at:
-        hostport = rest
-        userinfo = ""
-    user = userinfo.partition(":")[0]
-    if "%" in user:
-        user = urllib.parse.unquote(user)
-    if hostport.startswith("["):
-        host, bracket, port_text = hostport[1:].partition("]")
-        if not bracket:
-            raise BadRequest("Bad URI Host")
-        host = "[" + host.lower() + "]"
-        port_text = port_text[1:] if port_text.startswith(":") else port_text
-    else:
-        host, _, port_text = hostport.partition(":")
-        host = host.lower()
-    if not host or _BAD_HOST.search(host):
-        raise BadRequest("Bad URI Host")
+        userinfo, rest = "", userinfo
+    user = ""
+    if at:
+        user, _, password = userinfo.partition(":")
+        if not _USER.fullmatch(user) or not _PASSWORD.fullmatch(password):
+            raise BadRequest("Bad URI User")
+        if "%" in user:
+            try:
+                user = urllib.parse.unquote(user, errors="strict")
+            except UnicodeDecodeError:
+                raise BadRequest("Bad URI User") from None
+            if _CONTROL_CHARS.search(user):
+                raise BadRequest("Control Character In URI")
+    host, port_text, params, headers = _split_hostport(rest)
+    if not _URI_PARAMS.fullmatch(params) or not _URI_HEADERS.fullmatch(headers):
+        raise BadRequest("Bad URI Parameters")
     port = None
-    if port_text:
-        if not _DIGITS.match(port_text) or int(port_text) > 65535:
+    if port_text is not None:
+        if not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5 \
+                or int(port_text) > 65535:
             raise BadRequest("Bad URI Port")
         port = int(port_text)
     return SipUri(scheme=scheme, user=user, host=host, port=port, params=parse_params(params))
+
+
+def _split_hostport(rest: str) -> tuple[str, str | None, str, str]:
+    """hostport uri-parameters [headers] -> host (lower-case), port text
+    (None without ':'), ';...' and '?...'."""
+    if rest.startswith("["):
+        inside, bracket, rest = rest[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(inside)
+        except ValueError:
+            bracket = ""
+        if not bracket:
+            raise BadRequest("Bad URI Host")
+        host = "[" + inside.lower() + "]"
+    else:
+        cut = _HOST_END.search(rest)
+        host, rest = (rest[:cut.start()], rest[cut.start():]) if cut else (rest, "")
+        labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+        if not all(_LABEL.fullmatch(label) for label in labels):
+            raise BadRequest("Bad URI Host")
+        host = host.lower()
+    port_text = None
+    if rest.startswith(":"):
+        cut = _HOST_END.search(rest, 1)
+        port_text, rest = (rest[1:cut.start()], rest[cut.start():]) if cut else (rest[1:], "")
+    params, question, headers = rest.partition("?")
+    return host, port_text, params, question + headers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,21 +365,26 @@ def parse_event(value: str | None) -> EventHeader | None:
 
 
 def parse_delta_seconds(value: str, what: str) -> int:
-    """Expires-like values; very large ones are capped, not refused
-    (RFC 3261 20.19: delta-seconds above 2**32-1 mean 2**32-1)."""
+    """Expires-like values (delta-seconds = 1*DIGIT, RFC 3261 25.1):
+    leading zeros are allowed, and very large values are capped, not
+    refused (RFC 3261 20.19: above 2**32-1 they mean 2**32-1)."""
     value = value.strip()
     if not _DIGITS.match(value):
         raise BadRequest(f"Bad {what}")
-    return min(int(value[:11]), 2**32 - 1)
+    digits = value.lstrip("0")
+    if len(digits) > 10:
+        return 2**32 - 1
+    return min(int(digits or "0"), 2**32 - 1)
 
 
 def parse_cseq(value: str | None) -> tuple[int, str]:
     if value is None:
         raise BadRequest("Missing CSeq")
     number, _, method = value.strip().partition(" ")
-    if not _DIGITS.match(number) or len(number) > 10 or int(number) >= 2**31:
+    digits = number.lstrip("0")
+    if not _DIGITS.match(number) or len(digits) > 10 or int(digits or "0") >= 2**31:
         raise BadRequest("Bad CSeq")
-    return int(number), method.strip()
+    return int(digits or "0"), method.strip()
 
 
 def check_call_id(value: str | None) -> str:

@@ -29,7 +29,7 @@ log = logging.getLogger("pa.store")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Errors after which the same transaction may simply be run again.
 _RETRY_CODES = {1205, 1213, 1180, 1181, 1047, 1317}
@@ -869,27 +869,38 @@ class Store:
             return list(cur.fetchall())
         return self.db.run(work)
 
-    def save_xmpp_resource(self, jid: str, presence, now: int) -> list:
+    def save_xmpp_resource(self, jid: str, presence, now: int,
+                           limit: int) -> list | None:
         """Record the presence of one resource of an XMPP user (an
-        unavailable one is forgotten) and return all its resources'."""
+        unavailable one is forgotten) and return all its resources'; None,
+        recording nothing, for a new resource beyond `limit` of them.
+        The gateway is the only writer, one process."""
         from .xmpp_mapping import XmppPresence
+
+        resource = presence.resource.encode("utf-8", "surrogatepass")
 
         def work(cur):
             if presence.available:
+                cur.execute("SELECT COUNT(*), COALESCE(SUM(resource = %s), 0) FROM"
+                            " pa_xmpp_resource WHERE jid = %s", (resource, jid))
+                count, known = cur.fetchone()
+                if not known and count >= limit:
+                    return None
                 first = ("INSERT INTO pa_xmpp_resource (jid, resource, available, shown, status,"
                          " priority, updated_at) VALUES (%s, %s, 1, %s, %s, %s, %s)"
                          " ON DUPLICATE KEY UPDATE shown = VALUES(shown), status = VALUES(status),"
                          " priority = VALUES(priority), updated_at = VALUES(updated_at)",
-                         (jid, presence.resource, presence.show, presence.status[:1000],
+                         (jid, resource, presence.show, presence.status[:1000],
                           presence.priority, now))
             else:
                 first = ("DELETE FROM pa_xmpp_resource WHERE jid = %s AND resource = %s",
-                         (jid, presence.resource))
+                         (jid, resource))
             _, rows = batch(cur, first, ("SELECT resource, shown, status, priority FROM"
                                          " pa_xmpp_resource WHERE jid = %s ORDER BY resource",
                                          (jid,)))
-            return [XmppPresence(True, show, status, priority, resource)
-                    for resource, show, status, priority in rows.rows]
+            return [XmppPresence(True, show, status, priority,
+                                 bytes(name).decode("utf-8", "surrogatepass"))
+                    for name, show, status, priority in rows.rows]
         return self.db.run(work)
 
     def extend_origin_publications(self, origin: str, domain: str, expires_at: int) -> None:
@@ -1033,6 +1044,34 @@ class Store:
                 cur, ("SELECT COUNT(*) FROM pa_subscription WHERE expires_at <= %s", (now,)),
                 ("SELECT COUNT(*) FROM pa_publication WHERE expires_at <= %s", (now,)))
             return {"subscriptions": int(subs.rows[0][0]), "publications": int(pubs.rows[0][0])}
+        return self.db.run(work)
+
+    # -- SIP and XCAP users: Kamailio's subscriber table (auth_db) ----------
+
+    def admin_set_user(self, user: str, domain: str, ha1: str, ha1b: str) -> bool:
+        """Create the user or give it new credentials; True when created.
+        The password itself is not stored (auth_db reads ha1)."""
+        def work(cur):
+            cur.execute("INSERT INTO subscriber (username, domain, password, ha1, ha1b)"
+                        " VALUES (%s, %s, '', %s, %s) ON DUPLICATE KEY UPDATE"
+                        " password = '', ha1 = VALUES(ha1), ha1b = VALUES(ha1b)",
+                        (user, domain, ha1, ha1b))
+            return cur.rowcount == 1
+        return self.db.run(work)
+
+    def admin_remove_user(self, user: str, domain: str) -> bool:
+        def work(cur):
+            cur.execute("DELETE FROM subscriber WHERE username = %s AND domain = %s",
+                        (user, domain))
+            return cur.rowcount > 0
+        return self.db.run(work)
+
+    def admin_users(self, like: str) -> list[dict]:
+        def work(cur):
+            cur.execute("SELECT username, domain FROM subscriber"
+                        " WHERE CONCAT(username, '@', domain) LIKE %s"
+                        " ORDER BY domain, username", (f"%{like}%",))
+            return [dict(user=f"{u}@{d}") for u, d in cur.fetchall()]
         return self.db.run(work)
 
     def apply_sql(self, text: str) -> None:

@@ -53,6 +53,8 @@ MAX_AGGREGATE_BYTES = 16 * pidf.MAX_DOCUMENT_BYTES
 MAX_RESOURCES = 10
 MAX_STATUS_CHARS = 1000
 MAX_PLAIN_RESOURCE = 64
+# RFC 7622 3.4: a resourcepart is 1 to 1023 octets of UTF-8.
+MAX_RESOURCE_BYTES = 1023
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +149,16 @@ def xmpp_priority(qvalue: str) -> int | None:
         return None
     milli = 1000 if qvalue.strip().startswith("1") else int((m.group(1) or "").ljust(3, "0"))
     return (milli * 127 + 500) // 1000
+
+
+def received(presence: XmppPresence) -> XmppPresence:
+    """A presence as a peer sent it, brought within RFC 6121's bounds
+    before it is stored: <show/> one of four or none (4.7.2.1), <priority/>
+    clamped to -128..127 (4.7.2.3), <status/> text XML can carry, at most
+    MAX_STATUS_CHARS."""
+    return dataclasses.replace(presence, show=_clean_show(presence.show),
+                               priority=_clean_priority(presence.priority),
+                               status=_clean_text(presence.status))
 
 
 def _clean_show(show) -> str:

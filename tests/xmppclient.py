@@ -40,7 +40,8 @@ class XmppUser:
     """A logged-in XMPP user that records every presence it receives and
     answers subscription requests as told (approve=True/False/None)."""
 
-    def __init__(self, loop: Loop, jid: str, password: str, port: int, approve=True):
+    def __init__(self, loop: Loop, jid: str, password: str, port: int, approve=True,
+                 resource: str = "phone"):
         self.loop = loop
         self.jid = jid
         self.port = port
@@ -50,7 +51,7 @@ class XmppUser:
 
         async def make():
             # slixmpp binds to the loop running when it is built.
-            xmpp = slixmpp.ClientXMPP(f"{jid}/phone", password, plugin_config={
+            xmpp = slixmpp.ClientXMPP(f"{jid}/{resource}", password, plugin_config={
                 "feature_mechanisms": {"unencrypted_scram": True}})
             xmpp.auto_authorize = None
             xmpp.auto_subscribe = False

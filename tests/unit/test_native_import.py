@@ -69,6 +69,14 @@ def test_row_without_ruid_is_named_by_its_entity_tag():
         "native:a.1795695285.18956.2.1"
 
 
+@pytest.mark.parametrize("sender, publisher", [
+    ("", "bob@example.com"),   # native leaves it empty when From is the presentity
+    ("sip:alice@Example.COM;transport=tcp", "alice@example.com"),
+])
+def test_the_publisher_is_the_sender_or_the_presentity(sender, publisher):
+    assert _publication(presentity_row(sender=sender), "registrar", settings())[3] == publisher
+
+
 @pytest.mark.parametrize("changes, reason", [
     ({"event": "dialog"}, "event 'dialog'"),
     ({"body": b"<not-pidf/>"}, "not an acceptable PIDF document"),
