@@ -83,6 +83,20 @@ def winfo_version(body: bytes) -> int:
     return int(re.search(rb'<watcherinfo[^>]*\sversion="(\d+)"', body).group(1))
 
 
+def wait_for_native_tables(database, etag: str, call_id: str, cseq: int,
+                           timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = database.query("SELECT 1 FROM presentity WHERE etag = %s", (etag,))
+        sent = database.query("SELECT local_cseq FROM active_watchers WHERE callid = %s",
+                              (call_id,))
+        # Native stores the CSeq before tm increments it for the NOTIFY.
+        if stored and sent and sent[0][0] + 1 >= cseq:
+            return
+        assert time.monotonic() < deadline, "native never stored what it sent"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def switched(database, tmp_path_factory):
     """Native presence with a device that published (then modified its
@@ -119,6 +133,10 @@ def switched(database, tmp_path_factory):
         watcher.wait_notify(s.dialog.call_id, 2)
         s.native_notifies = watcher.notifies(s.dialog.call_id)
         s.native_winfo = device.notifies(s.winfo.call_id)
+        # Native may send a NOTIFY before its own database write of the
+        # change is done: stop it only once its tables show what it sent.
+        wait_for_native_tables(database, s.etag, s.dialog.call_id,
+                               s.native_notifies[-1].cseq[0])
         native.stop()
 
         s.import_status, s.import_output = run_admin("--config", ours.config_path, "--json",
