@@ -145,24 +145,19 @@ def qvalue(value: float) -> str:
 # -- the aggregate ------------------------------------------------------------
 
 def compose(presentity: str, publications: list[Parts]) -> bytes:
-    """The presentity's document: the union of its live publications,
-    oldest first.  Ids are kept where unique and renamed where two
-    publications collide; identical notes and extensions appear once.
-    Returns b"" when nothing is published."""
+    """The presentity's document: the union of `publications`, in the
+    given order (the given order is the output order).  Ids are kept where
+    unique and renamed where two publications collide; identical notes and
+    extensions appear once.  Returns b"" when nothing is published.
+    Linear in the size of the publications, whatever their ids."""
     if not publications:
         return b""
-    used: set[str] = set()
-    tuples, notes, extensions = [], [], []
-    for parts in publications:
-        for t in parts.tuples:
-            tuples.append(_unique_id(t.xml, t.id, used))
-        for note in parts.notes:
-            if note not in notes:
-                notes.append(note)
-        for ext in parts.extensions:
-            if ext not in extensions:
-                extensions.append(ext)
-    extensions = [_unique_element_id(ext, used) for ext in extensions]
+    ids = _Ids()
+    tuples = [ids.unique(t.xml, t.id) for parts in publications for t in parts.tuples]
+    # dict keys: the first occurrence of each, in order, found in O(1).
+    notes = dict.fromkeys(note for parts in publications for note in parts.notes)
+    extensions = dict.fromkeys(ext for parts in publications for ext in parts.extensions)
+    extensions = [ids.unique_element(ext) for ext in extensions]
     if not tuples:
         # Clients such as Windows Messenger and linphone need a tuple.
         tuples.append(_CLOSED_TUPLE)
@@ -178,21 +173,31 @@ _CLOSED_TUPLE = '<tuple id="pa-closed"><status><basic>closed</basic></status></t
 _ID_ATTR = re.compile(r'^(<[^>]*?\sid=")([^"]*)(")')
 
 
-def _unique_id(xml: str, element_id: str, used: set[str]) -> str:
-    new_id = element_id
-    n = 1
-    while new_id in used:
-        n += 1
-        new_id = f"{element_id}-{n}"
-    used.add(new_id)
-    if new_id == element_id:
-        return xml
-    return _ID_ATTR.sub(lambda m: m.group(1) + new_id + m.group(3), xml, count=1)
+class _Ids:
+    """The ids used so far in one document.  A colliding id becomes
+    `id-2`, `id-3`...; the next suffix to try is remembered per id, so n
+    copies of one id cost O(n), not O(n²)."""
 
+    def __init__(self):
+        self.used: set[str] = set()
+        self.next_suffix: dict[str, int] = {}
 
-def _unique_element_id(xml: str, used: set[str]) -> str:
-    m = _ID_ATTR.match(xml)
-    return _unique_id(xml, m.group(2), used) if m else xml
+    def unique(self, xml: str, element_id: str) -> str:
+        new_id = element_id
+        if new_id in self.used:
+            n = self.next_suffix.get(element_id, 2)
+            while f"{element_id}-{n}" in self.used:
+                n += 1
+            new_id = f"{element_id}-{n}"
+            self.next_suffix[element_id] = n + 1
+        self.used.add(new_id)
+        if new_id == element_id:
+            return xml
+        return _ID_ATTR.sub(lambda m: m.group(1) + new_id + m.group(3), xml, count=1)
+
+    def unique_element(self, xml: str) -> str:
+        m = _ID_ATTR.match(xml)
+        return self.unique(xml, m.group(2)) if m else xml
 
 
 def closed_document(presentity: str) -> bytes:
