@@ -32,6 +32,7 @@ from typing import Callable
 
 from . import pidf
 from .authorization import Authorizer
+from .compositor import composer
 from .config import Settings
 from .store import Store
 from .subscription import ACTIVE, PENDING, TERMINATED
@@ -149,8 +150,7 @@ class Gateway:
     def _publish(self, jid: str, decide, now: int) -> None:
         key = (jid, JABBER, "presence")
         changed, watched = self.store.change_origin_publications(
-            key, ORIGIN, decide, now,
-            lambda stored: pidf.compose(jid, [pidf.Parts.loads(p) for p in stored]))
+            key, ORIGIN, decide, now, composer(jid, self.settings))
         if changed and watched:
             self.store.enqueue_task("fan-out", jid, JABBER, now)
 

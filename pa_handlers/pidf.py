@@ -51,6 +51,10 @@ class InvalidDocument(Exception):
         self.code = code
 
 
+class DocumentTooLarge(Exception):
+    """An aggregate over the size limit (413 to the PUBLISH that made it)."""
+
+
 def sent_as(content_type: str) -> str:
     return _SENT_AS.get(content_type, content_type)
 
@@ -87,9 +91,11 @@ class Parts:
         return cls([Tuple(*t) for t in tuples], notes, extensions)
 
 
-def parse_publication(body: bytes, default_priority: float) -> Parts:
+def parse_publication(body: bytes, default_priority: float,
+                      max_elements: int | None = None) -> Parts:
     """Parse a published document as hostile input (see xmlsafe).  Tuples
-    whose <contact> has no priority get `default_priority`."""
+    whose <contact> has no priority get `default_priority`.  More than
+    `max_elements` top-level elements (tuples, notes, extensions) is 413."""
     try:
         root = xmlsafe.parse(body, MAX_DOCUMENT_BYTES)
     except xmlsafe.UnsafeXml as e:
@@ -101,9 +107,13 @@ def parse_publication(body: bytes, default_priority: float) -> Parts:
 
     parts = Parts([], [], [])
     priority = qvalue(default_priority)
+    count = 0
     for child in root:
         if not isinstance(child.tag, str):
             continue
+        count += 1
+        if max_elements is not None and count > max_elements:
+            raise InvalidDocument("Too Many Elements", code=413)
         if child.tag == _TUPLE:
             parts.tuples.append(_tuple(child, priority))
         elif child.tag == _NOTE:
@@ -162,6 +172,26 @@ def compose(presentity: str, publications: list[Parts]) -> bytes:
         # Clients such as Windows Messenger and linphone need a tuple.
         tuples.append(_CLOSED_TUPLE)
     return "".join([_head(presentity), *tuples, *notes, *extensions, "</presence>\n"]).encode()
+
+
+def compose_within(presentity: str, publications: list[Parts],
+                   max_bytes: int) -> tuple[bytes, int]:
+    """compose(), leaving out publications from the end of the list until
+    the document has at most `max_bytes`; returns (document, how many were
+    left out).  A binary search: O(log n) compositions."""
+    document = compose(presentity, publications)
+    if len(document) <= max_bytes:
+        return document, 0
+    fits, fitting = 0, b""
+    low, high = 1, len(publications) - 1
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = compose(presentity, publications[:middle])
+        if len(candidate) <= max_bytes:
+            fits, fitting, low = middle, candidate, middle + 1
+        else:
+            high = middle - 1
+    return fitting, len(publications) - fits
 
 
 def _head(presentity: str) -> str:

@@ -17,6 +17,7 @@ import re
 from xml.sax.saxutils import escape
 
 from . import pidf
+from .compositor import composer
 from .config import Settings
 from .messages import Notify
 from .notifier import Notifier
@@ -99,8 +100,7 @@ class Registrations:
     def _apply(self, domain, presentity, decide, now) -> list[Notify]:
         key = (presentity, domain, EVENT)
         changed, watched = self.store.change_origin_publications(
-            key, ORIGIN, decide, now,
-            lambda stored: pidf.compose(presentity, [pidf.Parts.loads(p) for p in stored]))
+            key, ORIGIN, decide, now, composer(presentity, self.settings))
         if changed:
             log.info("registrations of %s changed", presentity)
         return self.notifier.fan_out(key) if changed and watched else []

@@ -150,3 +150,24 @@ def test_repeated_notes_and_extensions_appear_once_in_first_order():
     root = etree.fromstring(compose("bob@example.com", [a, b, a]))
     assert [n.text for n in root.findall(f"{{{NS}}}note")] == ["x", "y", "z"]
     assert [d.get("id") for d in root.findall(f"{{{DM}}}device")] == ["d"]
+
+
+def test_elements_per_publication_are_limited_at_the_limit():
+    at_limit = doc(tup("a") + "<note>n</note>" + '<dm:person id="p"/>')
+    assert len(parse_publication(at_limit, 0.5, max_elements=3).tuples) == 1
+    with pytest.raises(InvalidDocument, match="Too Many Elements") as e:
+        parse_publication(doc(tup("a") + "<note>n</note>" + '<dm:person id="p"/>' + tup("b")),
+                          0.5, max_elements=3)
+    assert e.value.code == 413
+
+
+def test_compose_within_leaves_out_the_last_publications_that_do_not_fit():
+    pubs = [parse_publication(doc(tup(f"t{i}") + f"<note>{'x' * 100}{i}</note>"), 0.5)
+            for i in range(6)]
+    whole = compose("bob@example.com", pubs)
+    assert pidf.compose_within("bob@example.com", pubs, len(whole)) == (whole, 0)
+    three = compose("bob@example.com", pubs[:3])
+    for limit in (len(three), len(compose("bob@example.com", pubs[:4])) - 1):
+        document, left_out = pidf.compose_within("bob@example.com", pubs, limit)
+        assert (document, left_out) == (three, 3)
+    assert pidf.compose_within("bob@example.com", pubs, 10) == (b"", 6)
