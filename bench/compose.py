@@ -29,6 +29,17 @@ def document(elements: list[str]) -> bytes:
     return (HEAD + "".join(elements) + "</presence>").encode()
 
 
+def full_publication(n: int, elements: int, pad: int) -> pidf.Parts:
+    """A publication of `elements` top-level elements, each with `pad`
+    bytes of text, whose ids collide with every other publication's."""
+    half = elements // 2
+    return pidf.parse_publication(document(
+        [f'<tuple id="a"><status><basic>open</basic></status><note>{n:x}.{i:x}{"t" * pad}'
+         '</note></tuple>' for i in range(half)]
+        + [f'<dm:person id="p"><dm:note>{n:x}.{i:x}{"p" * pad}</dm:note></dm:person>'
+           for i in range(elements - half)]), 0.5)
+
+
 def best(work, runs: int = 3) -> float:
     times = []
     for _ in range(runs):
@@ -56,19 +67,24 @@ def main() -> None:
              lambda: pidf.compose(PRESENTITY, [attack] * n), runs=1 if n > 1 else 3)
 
     # The largest input the limits allow: every publication full, every
-    # element a duplicate of another's (tuple ids, person ids, notes).
+    # element's id colliding with the other publications'.  (The elements
+    # alone make about the default max_document_bytes.)
     elements = defaults.get("max_publication_elements", 32)
     publications = defaults.get("max_publications", 16)
-    per_kind = max(elements // 3, 1)
-    body = document(['<tuple id="a"><status><basic>open</basic></status></tuple>'] * per_kind
-                    + ['<dm:person id="p"><dm:note>busy</dm:note></dm:person>'] * per_kind
-                    + ['<note>same</note>'] * (elements - 2 * per_kind))
-    parts = pidf.parse_publication(body, 0.5)
-    stored = [parts.dumps()] * publications
+    limit = defaults.get("max_document_bytes", 48 * 1024)
+
+    def aggregate(pad: int) -> list[bytes]:
+        return [full_publication(n, elements, pad).dumps() for n in range(publications)]
+
+    stored = aggregate(0)
     composed = pidf.compose(PRESENTITY, [pidf.Parts.loads(p) for p in stored])
-    case(f"compose the largest allowed: {publications} publications x {elements} elements"
-         f" ({len(composed)} bytes)",
+    case(f"compose the most elements allowed: {publications} x {elements} ({len(composed)} bytes)",
          lambda: pidf.compose(PRESENTITY, [pidf.Parts.loads(p) for p in stored]), runs=20)
+    if hasattr(pidf, "compose_within"):
+        doubled = aggregate(2 * limit // (elements * publications))
+        case(f"compose_within {limit} bytes from twice as much (nobody refusable)",
+             lambda: pidf.compose_within(PRESENTITY, [pidf.Parts.loads(p) for p in doubled],
+                                         limit), runs=20)
 
     big = document(['<tuple id="a"><status><basic>open</basic></status>'
                     f'<note>{"x" * 1800}</note></tuple>'] * elements)
