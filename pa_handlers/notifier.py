@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from . import pidf, winfo
+from . import cache, pidf, winfo
 from .authorization import Authorizer
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
@@ -36,6 +36,8 @@ class Notifier:
         self.store = store
         self.clock = clock
         self.authorizer = Authorizer(settings, store, clock)
+        # The process's cache of parsed documents (pidf, presrules).
+        cache.DOCUMENTS.resize(settings.cache_bytes)
 
     def now(self) -> int:
         return int(self.clock())

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import json
 import re
 from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
-from . import presrules, xmlsafe
+from . import cache, presrules, xmlsafe
 
 PIDF_NS = "urn:ietf:params:xml:ns:pidf"
 PIDF = "application/pidf+xml"
@@ -246,10 +245,13 @@ def render(document: bytes | None, presentity: str, content_type: str,
     if not document or permissions == presrules.NOTHING:
         document = closed_document(presentity)
     elif permissions != presrules.EVERYTHING:
-        document = _view(document, presentity, permissions)
+        view = document
+        document = cache.DOCUMENTS.get(("view", cache.digest(view), presentity, permissions),
+                                       lambda: _view(view, presentity, permissions))
     if content_type in (PIDF, CPIM_PIDF):
         return document.decode("utf-8")
-    summary = _summary(document)
+    summary = cache.DOCUMENTS.get(("summary", cache.digest(document)),
+                                  lambda: _summary(document))
     if content_type == XPIDF:
         return _xpidf(presentity, summary)
     return _lpidf(presentity, summary)
@@ -258,7 +260,6 @@ def render(document: bytes | None, presentity: str, content_type: str,
 DM_NS = "urn:ietf:params:xml:ns:pidf:data-model"
 
 
-@functools.lru_cache(maxsize=256)
 def _view(document: bytes, presentity: str, permissions: int) -> bytes:
     """The aggregate with only what `permissions` allow: tuples and
     presentity notes (services), <dm:person> (persons), <dm:device>
@@ -275,10 +276,9 @@ def _view(document: bytes, presentity: str, permissions: int) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
-@functools.lru_cache(maxsize=512)
 def _summary(document: bytes) -> tuple[tuple[str, str, str, str], ...]:
     """(id, basic, contact, priority) of each tuple of an aggregate we
-    composed ourselves; cached, so a fan-out parses it once."""
+    composed ourselves (render caches it, so a fan-out parses it once)."""
     root = etree.fromstring(document, xmlsafe.PARSER)
     rows = []
     for t in root.iterfind(_TUPLE):

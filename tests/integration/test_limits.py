@@ -166,3 +166,60 @@ def test_a_publish_that_would_make_the_document_too_large_gets_413_at_the_limit(
     assert publish(lua, presentity, etag=r.get("sip-etag"), device="d2").status == 200
     assert pidf(document).get("entity") == presentity
 
+
+
+# -- worker memory -------------------------------------------------------------------
+
+CACHE_BYTES = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def roomy(database):
+    """Documents up to 100 kB, a 1 MiB cache of parsed documents."""
+    k = Kamailio(settings(database, max_document_bytes=100_000, cache_bytes=CACHE_BYTES)).start()
+    yield k
+    k.cleanup()
+
+
+def udp_workers_private_bytes(kamailio) -> dict[int, int]:
+    """Private (not shared-memory) bytes of each UDP worker, from /proc."""
+    pids = [int(block.split("PID:")[1].split()[0]) for block in kamailio.rpc("core.psx").split("}")
+            if "udp receiver" in block]
+    sizes = {}
+    for pid in pids:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        sizes[pid] = sum(int(fields[k].split()[0]) * 1024 for k in ("Private_Clean",
+                                                                     "Private_Dirty"))
+    return sizes
+
+
+def test_distinct_large_documents_do_not_grow_the_workers(roomy, database):
+    # The hardening issue: 750 distinct 60 kB documents took each UDP worker
+    # from 1 MB to 91 MB (caches keyed by whole documents).  300 here, each
+    # rendered for an XPIDF watcher (a parsed summary per document).
+    presentity = "sip:memory@127.0.0.1"
+    publisher, watcher = SipUA(roomy.address, user="pub"), SipUA(roomy.address, user="w")
+    try:
+        _, d = watcher.subscribe(presentity, headers=[("Accept", "application/xpidf+xml")])
+        watcher.wait_notify(d.call_id)
+
+        def note(n):
+            return body(presentity, tup("t"), f"<note>{n}{'x' * 60000}</note>")
+
+        r = publish(publisher, presentity, note(0))
+        assert r.status == 200
+        for n in range(1, 21):   # warm up: connections, imports, first buffers
+            r = publish(publisher, presentity, note(n), etag=r.get("sip-etag"))
+        before = udp_workers_private_bytes(roomy)
+        for n in range(21, 321):
+            r = publish(publisher, presentity, note(n), etag=r.get("sip-etag"))
+            assert r.status == 200
+        watcher.wait_notify(d.call_id, 322, timeout=20)
+        after = udp_workers_private_bytes(roomy)
+    finally:
+        publisher.close()
+        watcher.close()
+    growth = {pid: after[pid] - before[pid] for pid in before}
+    print("UDP worker private memory growth (bytes):", growth)
+    assert sum(growth.values()) < 8 * 1024 * 1024, growth
