@@ -26,7 +26,7 @@ if _ROOT not in sys.path:
 
 import KSR  # noqa: E402  (provided by app_python3)
 
-from pa_handlers import metrics, schema  # noqa: E402
+from pa_handlers import metrics, schema, transport  # noqa: E402
 from pa_handlers.agent import PresenceAgent  # noqa: E402
 from pa_handlers.config import ConfigError, load_settings  # noqa: E402
 from pa_handlers.messages import Context, Outcome  # noqa: E402
@@ -344,6 +344,11 @@ class PresenceAgentKemi:
             self._send_notify(notify)
 
     def _send_notify(self, notify, track=True):
+        # Too large for UDP: over TCP, or not at all (the core logs which).
+        notify = transport.fit(notify, self.settings.notify_udp_mtu)
+        if notify is None:
+            self.stats.add(metrics.NOTIFY_NOT_SENT)
+            return
         key = None
         if track and self._tracking:
             # In flight until its answer; htable reports it if none comes.

@@ -11,6 +11,19 @@ source for that presentity.  So a device that lost track of its entity-tag
 (it re-published before the 200 arrived, or got 412 and started afresh)
 never leaves stale duplicates in the aggregate; the publications of other
 devices are untouched.
+
+Limits (each a setting): a published document carries at most
+max_publication_elements top-level elements (413 beyond).  A presentity
+keeps at most max_publications publications from PUBLISH: a new one
+evicts the one refreshed least recently, whose device learns it with a
+412 at its next refresh and publishes afresh (RFC 3903 4.1); a device
+that stopped refreshing (rebooted, left) goes first, and the newest state
+of a presentity is never refused.  Publications derived from
+registrations and XMPP are not counted: nobody can be told no for them.
+The aggregate has at most max_document_bytes: a PUBLISH that would make it
+larger gets 413 and changes nothing; a change that cannot be refused (a
+registration, XMPP presence, an expiry) leaves out the publications that
+do not fit, last in the order first.
 """
 
 from __future__ import annotations
@@ -19,7 +32,8 @@ import logging
 import secrets
 
 from . import pidf
-from .precedence import address_key, composer, contact_key, instance_key
+from . import precedence
+from .precedence import address_key, contact_key, instance_key
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
 from .notifier import PRESENCE, Notifier, granted_expires, served_event
@@ -77,22 +91,35 @@ class Compositor:
 
         key = (presentity, domain, event.package)
         now = self.now()
-        compose = composer(presentity)
+        try:
+            return self._change(req, ctx, key, now, parts, if_match, expires)
+        except pidf.DocumentTooLarge:
+            refused = reply(413, reason="Presence Document Too Large")
+            refused.detail = ("the document would exceed max_document_bytes"
+                              f" ({self.settings.max_document_bytes})")
+            refused.presentity = presentity
+            return refused
+
+    def _change(self, req: SipRequest, ctx: Context, key: tuple[str, str, str], now: int,
+                parts: pidf.Parts | None, if_match: str | None, expires: int) -> Outcome:
+        presentity = key[0]
+        compose = composer(presentity, self.settings, refuse=True)
         etag = new_etag()
+        evicted = 0
         if if_match is None:
             if expires == 0:
                 return reply(200, ("Expires", "0"))
-            changed, watched = self.store.add_publication(
+            changed, watched, evicted = self.store.add_publication(
                 key, etag, _source(req, ctx), publisher, _media_type(req),
-                parts.dumps(), now + expires, now, compose)
+                parts.dumps(), now + expires, now, compose, self.settings.max_publications)
             action = "publish"
         else:
             if_match = if_match.strip()
             if len(if_match) > 64 or not is_token(if_match):
                 return reply(412)
             if expires == 0:
-                known, changed, watched = self.store.remove_publication(key, if_match, now,
-                                                                        compose)
+                known, changed, watched = self.store.remove_publication(
+                    key, if_match, now, composer(presentity, self.settings))
                 action = "remove"
             elif parts is None:
                 known = self.store.refresh_publication(key, if_match, etag, now + expires, now)
@@ -108,7 +135,8 @@ class Compositor:
 
         outcome = reply(200, ("Expires", str(expires))) if expires == 0 else \
             reply(200, ("SIP-ETag", etag), ("Expires", str(expires)))
-        outcome.detail = f"{action}, expires {expires}" + (", changed" if changed else "")
+        outcome.detail = f"{action}, expires {expires}" + (", changed" if changed else "") + \
+            (f", evicted {evicted} (max_publications)" if evicted else "")
         outcome.presentity, outcome.watcher = presentity, publisher
         if changed and watched:
             outcome.notifies.extend(self.notifier.fan_out(key))
@@ -136,7 +164,8 @@ class Compositor:
         if _media_type(req) not in pidf.PUBLISH_TYPES:
             return reply(415, ACCEPT)
         try:
-            return pidf.parse_publication(req.body, self.settings.default_priority)
+            return pidf.parse_publication(req.body, self.settings.default_priority,
+                                          self.settings.max_publication_elements)
         except pidf.InvalidDocument as e:
             return reply(e.code, reason=e.reason)
 
@@ -150,8 +179,8 @@ class Compositor:
         now = self.now()
         try:
             for key in self.store.presentities_with_expired_publications(now, TIMER_BATCH):
-                changed, watched = self.store.expire_publications(key, now, composer(key[0]),
-                                                                  on_expiry)
+                changed, watched = self.store.expire_publications(
+                    key, now, composer(key[0], self.settings), on_expiry)
                 if changed:
                     log.info("publication of %s expired", key[0])
                 if changed and watched:
@@ -159,6 +188,29 @@ class Compositor:
         except StoreUnavailable as e:
             warn_outage(log, "publication timer", e)
         return notifies
+
+
+def composer(presentity: str, settings: Settings, refuse: bool = False):
+    """The presentity's document from its stored publications, at most
+    max_document_bytes.  Over it, `refuse` raises pidf.DocumentTooLarge
+    (the store rolls the change back); otherwise the publications that do
+    not fit are left out, last first, and the log says so."""
+    limit = settings.max_document_bytes
+
+    def compose(stored: list[tuple[str, str, bytes]]) -> bytes:
+        # (origin, source, parts) as stored, oldest first.
+        publications = precedence.arrange(stored)
+        if refuse:
+            document = pidf.compose(presentity, publications)
+            if len(document) > limit:
+                raise pidf.DocumentTooLarge(presentity)
+            return document
+        document, left_out = pidf.compose_within(presentity, publications, limit)
+        if left_out:
+            log.warning("document of %s over max_document_bytes (%d): %d of %d publications"
+                        " left out", presentity, limit, left_out, len(publications))
+        return document
+    return compose
 
 
 def _media_type(req: SipRequest) -> str:

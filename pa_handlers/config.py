@@ -21,6 +21,9 @@ class ConfigError(Exception):
 
 
 AUTH_MODES = ("none", "implicit", "xcap")
+DEFAULT_CACHE_BYTES = 4 * 1024 * 1024
+# The largest UDP payload over IPv4 (65535 - 20 - 8).
+UDP_MAX_PAYLOAD = 65507
 WINFO_AUTH_MODES = ("none", "implicit")
 
 
@@ -68,6 +71,14 @@ class Settings:
     xmpp_sip_domain: str = ""
     # Resources (devices) kept per XMPP user; presence from more is ignored.
     xmpp_max_resources: int = 10
+    # Limits on what the network can make grow.
+    max_publication_elements: int = 32
+    max_publications: int = 16
+    max_document_bytes: int = 48 * 1024
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    max_winfo_entries_per_watcher: int = 8
+    max_display_name: int = 64
+    notify_udp_mtu: int = UDP_MAX_PAYLOAD
 
     @property
     def default_priority(self) -> float:
@@ -214,6 +225,13 @@ _CHECKS = {
     "xmpp_component_secret": _string("xmpp_component_secret"),
     "xmpp_sip_domain": _host("xmpp_sip_domain"),
     "xmpp_max_resources": _int("xmpp_max_resources", 1, 1000),
+    "max_publication_elements": _int("max_publication_elements", 1, 10000),
+    "max_publications": _int("max_publications", 1, 1000),
+    "max_document_bytes": _int("max_document_bytes", 4096, 16 * 1024 * 1024),
+    "cache_bytes": _int("cache_bytes", 0, 1024 * 1024 * 1024),
+    "max_winfo_entries_per_watcher": _int("max_winfo_entries_per_watcher", 1, 1000),
+    "max_display_name": _int("max_display_name", 0, 128),
+    "notify_udp_mtu": _int("notify_udp_mtu", 512, UDP_MAX_PAYLOAD),
 }
 
 

@@ -31,8 +31,8 @@ import logging
 from typing import Callable
 
 from . import pidf
-from .precedence import composer
 from .authorization import Authorizer
+from .compositor import composer
 from .config import Settings
 from .store import Store
 from .subscription import ACTIVE, PENDING, TERMINATED
@@ -161,8 +161,7 @@ class Gateway:
     def _publish(self, jid: str, decide, now: int) -> None:
         key = (jid, JABBER, "presence")
         changed, watched = self.store.change_origin_publications(
-            key, ORIGIN, decide, now,
-            composer(jid))
+            key, ORIGIN, decide, now, composer(jid, self.settings))
         if changed and watched:
             self.store.enqueue_task("fan-out", jid, JABBER, now)
 

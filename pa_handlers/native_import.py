@@ -93,7 +93,8 @@ def import_native(store: Store, settings: Settings, from_url: str | None, domain
                              lambda s: [s.dialog])
     decisions = _convert("watchers", decisions, skipped,
                          lambda row: _decision(row, domain), lambda d: [d[:4]])
-    counts = store.import_native_state(publications, subscriptions, decisions, now, composer)
+    counts = store.import_native_state(publications, subscriptions, decisions, now,
+                                       lambda presentity: composer(presentity, settings))
     for (table, reason), n in sorted(skipped.items()):
         log.warning("%d %s row(s) not imported: %s", n, table, reason)
     return {"publications": counts["publications"], "subscriptions": counts["subscriptions"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from . import pidf, winfo
+from . import cache, pidf, winfo
 from .authorization import Authorizer
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
@@ -36,6 +36,9 @@ class Notifier:
         self.store = store
         self.clock = clock
         self.authorizer = Authorizer(settings, store, clock)
+        self.winfo_limits = winfo.Limits.of(settings)
+        # The process's cache of parsed documents (pidf, presrules).
+        cache.DOCUMENTS.resize(settings.cache_bytes)
 
     def now(self) -> int:
         return int(self.clock())
@@ -88,7 +91,7 @@ class Notifier:
         now = self.now()
         sub = Subscription(
             presence_domain=domain, event=event.package, event_id=check_event_id(event.id),
-            presentity=presentity, watcher=watcher, watcher_display=from_.display[:128],
+            presentity=presentity, watcher=watcher, watcher_display=from_.display[:self.settings.max_display_name],
             call_id=call_id, local_tag=ctx.local_tag, remote_tag=from_.tag,
             local_uri=to.text, remote_uri=from_.text, remote_target=remote_target,
             route_set=route_set, local_contact=ctx.local_contact, socket=ctx.socket,
@@ -178,7 +181,8 @@ class Notifier:
         watchers = self.store.subscriptions_of(sub.presentity, PRESENCE, now,
                                                sub.presence_domain)
         entries = [winfo.entry(w, winfo.SUBSCRIBE, now) for w in watchers]
-        body = winfo.document(sub.presentity, sub.local_cseq - 1, True, entries)
+        body = winfo.document(sub.presentity, sub.local_cseq - 1, True, entries,
+                              self.winfo_limits)
         return build_notify(sub, sub.local_cseq, state, winfo.WATCHERINFO, body)
 
     def fan_out(self, key: tuple[str, str, str]) -> list[Notify]:
@@ -216,7 +220,8 @@ class Notifier:
         now = self.now()
         return [build_notify(sub, sub.local_cseq, subscription_state(ACTIVE, sub.expires_at - now),
                              winfo.WATCHERINFO,
-                             winfo.document(presentity, sub.local_cseq - 1, False, entries))
+                             winfo.document(presentity, sub.local_cseq - 1, False, entries,
+                                            self.winfo_limits))
                 for sub in subs]
 
     def _winfo_for_ended(self, subs: list[Subscription], event: str) -> list[Notify]:

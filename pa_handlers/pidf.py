@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import json
 import re
 from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
-from . import presrules, xmlsafe
+from . import cache, presrules, xmlsafe
 
 PIDF_NS = "urn:ietf:params:xml:ns:pidf"
 PIDF = "application/pidf+xml"
@@ -49,6 +48,10 @@ class InvalidDocument(Exception):
         super().__init__(reason)
         self.reason = reason
         self.code = code
+
+
+class DocumentTooLarge(Exception):
+    """An aggregate over the size limit (413 to the PUBLISH that made it)."""
 
 
 def sent_as(content_type: str) -> str:
@@ -91,9 +94,11 @@ class Parts:
         return cls([Tuple(*t) for t in tuples], notes, extensions, *devices)
 
 
-def parse_publication(body: bytes, default_priority: float) -> Parts:
+def parse_publication(body: bytes, default_priority: float,
+                      max_elements: int | None = None) -> Parts:
     """Parse a published document as hostile input (see xmlsafe).  Tuples
-    whose <contact> has no priority get `default_priority`."""
+    whose <contact> has no priority get `default_priority`.  More than
+    `max_elements` top-level elements (tuples, notes, extensions) is 413."""
     try:
         root = xmlsafe.parse(body, MAX_DOCUMENT_BYTES)
     except xmlsafe.UnsafeXml as e:
@@ -105,9 +110,13 @@ def parse_publication(body: bytes, default_priority: float) -> Parts:
 
     parts = Parts([], [], [])
     priority = qvalue(default_priority)
+    count = 0
     for child in root:
         if not isinstance(child.tag, str):
             continue
+        count += 1
+        if max_elements is not None and count > max_elements:
+            raise InvalidDocument("Too Many Elements", code=413)
         if child.tag == _TUPLE:
             parts.tuples.append(_tuple(child, priority))
         elif child.tag == _NOTE:
@@ -149,28 +158,43 @@ def qvalue(value: float) -> str:
 # -- the aggregate ------------------------------------------------------------
 
 def compose(presentity: str, publications: list[Parts]) -> bytes:
-    """The presentity's document: the union of its live publications,
-    oldest first.  Ids are kept where unique and renamed where two
-    publications collide; identical notes and extensions appear once.
-    Returns b"" when nothing is published."""
+    """The presentity's document: the union of `publications`, in the
+    given order (the given order is the output order).  Ids are kept where
+    unique and renamed where two publications collide; identical notes and
+    extensions appear once.  Returns b"" when nothing is published.
+    Linear in the size of the publications, whatever their ids."""
     if not publications:
         return b""
-    used: set[str] = set()
-    tuples, notes, extensions = [], [], []
-    for parts in publications:
-        for t in parts.tuples:
-            tuples.append(_unique_id(t.xml, t.id, used))
-        for note in parts.notes:
-            if note not in notes:
-                notes.append(note)
-        for ext in parts.extensions:
-            if ext not in extensions:
-                extensions.append(ext)
-    extensions = [_unique_element_id(ext, used) for ext in extensions]
+    ids = _Ids()
+    tuples = [ids.unique(t.xml, t.id) for parts in publications for t in parts.tuples]
+    # dict keys: the first occurrence of each, in order, found in O(1).
+    notes = dict.fromkeys(note for parts in publications for note in parts.notes)
+    extensions = dict.fromkeys(ext for parts in publications for ext in parts.extensions)
+    extensions = [ids.unique_element(ext) for ext in extensions]
     if not tuples:
         # Clients such as Windows Messenger and linphone need a tuple.
         tuples.append(_CLOSED_TUPLE)
     return "".join([_head(presentity), *tuples, *notes, *extensions, "</presence>\n"]).encode()
+
+
+def compose_within(presentity: str, publications: list[Parts],
+                   max_bytes: int) -> tuple[bytes, int]:
+    """compose(), leaving out publications from the end of the list until
+    the document has at most `max_bytes`; returns (document, how many were
+    left out).  A binary search: O(log n) compositions."""
+    document = compose(presentity, publications)
+    if len(document) <= max_bytes:
+        return document, 0
+    fits, fitting = 0, b""
+    low, high = 1, len(publications) - 1
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = compose(presentity, publications[:middle])
+        if len(candidate) <= max_bytes:
+            fits, fitting, low = middle, candidate, middle + 1
+        else:
+            high = middle - 1
+    return fitting, len(publications) - fits
 
 
 def _head(presentity: str) -> str:
@@ -182,21 +206,31 @@ _CLOSED_TUPLE = '<tuple id="pa-closed"><status><basic>closed</basic></status></t
 _ID_ATTR = re.compile(r'^(<[^>]*?\sid=")([^"]*)(")')
 
 
-def _unique_id(xml: str, element_id: str, used: set[str]) -> str:
-    new_id = element_id
-    n = 1
-    while new_id in used:
-        n += 1
-        new_id = f"{element_id}-{n}"
-    used.add(new_id)
-    if new_id == element_id:
-        return xml
-    return _ID_ATTR.sub(lambda m: m.group(1) + new_id + m.group(3), xml, count=1)
+class _Ids:
+    """The ids used so far in one document.  A colliding id becomes
+    `id-2`, `id-3`...; the next suffix to try is remembered per id, so n
+    copies of one id cost O(n), not O(n²)."""
 
+    def __init__(self):
+        self.used: set[str] = set()
+        self.next_suffix: dict[str, int] = {}
 
-def _unique_element_id(xml: str, used: set[str]) -> str:
-    m = _ID_ATTR.match(xml)
-    return _unique_id(xml, m.group(2), used) if m else xml
+    def unique(self, xml: str, element_id: str) -> str:
+        new_id = element_id
+        if new_id in self.used:
+            n = self.next_suffix.get(element_id, 2)
+            while f"{element_id}-{n}" in self.used:
+                n += 1
+            new_id = f"{element_id}-{n}"
+            self.next_suffix[element_id] = n + 1
+        self.used.add(new_id)
+        if new_id == element_id:
+            return xml
+        return _ID_ATTR.sub(lambda m: m.group(1) + new_id + m.group(3), xml, count=1)
+
+    def unique_element(self, xml: str) -> str:
+        m = _ID_ATTR.match(xml)
+        return self.unique(xml, m.group(2)) if m else xml
 
 
 def closed_document(presentity: str) -> bytes:
@@ -215,10 +249,13 @@ def render(document: bytes | None, presentity: str, content_type: str,
     if not document or permissions == presrules.NOTHING:
         document = closed_document(presentity)
     elif permissions != presrules.EVERYTHING:
-        document = _view(document, presentity, permissions)
+        view = document
+        document = cache.DOCUMENTS.get(("view", cache.digest(view), presentity, permissions),
+                                       lambda: _view(view, presentity, permissions))
     if content_type in (PIDF, CPIM_PIDF):
         return document.decode("utf-8")
-    summary = _summary(document)
+    summary = cache.DOCUMENTS.get(("summary", cache.digest(document)),
+                                  lambda: _summary(document))
     if content_type == XPIDF:
         return _xpidf(presentity, summary)
     return _lpidf(presentity, summary)
@@ -227,7 +264,6 @@ def render(document: bytes | None, presentity: str, content_type: str,
 DM_NS = "urn:ietf:params:xml:ns:pidf:data-model"
 
 
-@functools.lru_cache(maxsize=256)
 def _view(document: bytes, presentity: str, permissions: int) -> bytes:
     """The aggregate with only what `permissions` allow: tuples and
     presentity notes (services), <dm:person> (persons), <dm:device>
@@ -244,10 +280,9 @@ def _view(document: bytes, presentity: str, permissions: int) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
-@functools.lru_cache(maxsize=512)
 def _summary(document: bytes) -> tuple[tuple[str, str, str, str], ...]:
     """(id, basic, contact, priority) of each tuple of an aggregate we
-    composed ourselves; cached, so a fan-out parses it once."""
+    composed ourselves (render caches it, so a fan-out parses it once)."""
     root = etree.fromstring(document, xmlsafe.PARSER)
     rows = []
     for t in root.iterfind(_TUPLE):

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 
-from . import xmlsafe
+from . import cache, xmlsafe
 from .sip import BadRequest, parse_uri
 
 CP_NS = "urn:ietf:params:xml:ns:common-policy"
@@ -156,9 +155,13 @@ def _rule(element) -> Rule:
                 tuple(many), validity, understood, sub_handling, permissions)
 
 
-@functools.lru_cache(maxsize=1024)
 def parse_rules(body: bytes) -> tuple[Rule, ...]:
-    """The rules of a pres-rules document (cached: one parse per version)."""
+    """The rules of a pres-rules document (cached by digest: one parse per
+    version)."""
+    return cache.DOCUMENTS.get(("pres-rules", cache.digest(body)), lambda: _parse_rules(body))
+
+
+def _parse_rules(body: bytes) -> tuple[Rule, ...]:
     try:
         root = xmlsafe.parse(body, MAX_DOCUMENT_BYTES)
     except xmlsafe.UnsafeXml as e:

@@ -22,6 +22,7 @@ import re
 from xml.sax.saxutils import escape
 
 from . import pidf, precedence
+from .compositor import composer
 from .config import Settings
 from .messages import Notify
 from .notifier import Notifier
@@ -126,7 +127,7 @@ class Registrations:
     def _apply(self, domain, presentity, decide, now) -> list[Notify]:
         key = (presentity, domain, EVENT)
         changed, watched = self.store.change_origin_publications(
-            key, ORIGIN, decide, now, precedence.composer(presentity))
+            key, ORIGIN, decide, now, composer(presentity, self.settings))
         if changed:
             log.info("registrations of %s changed", presentity)
         return self.notifier.fan_out(key) if changed and watched else []

@@ -548,12 +548,17 @@ class Store:
                 " AND presence_domain = %s"
                 " AND event = %s AND expires_at > %s ORDER BY id", (*key, now))
 
-    def _recompose(self, cur, key, now, compose, statements) -> tuple[bool, bool]:
+    def _recompose(self, cur, key, now, compose, statements,
+                   results: list | None = None) -> tuple[bool, bool]:
         """Run `statements` (the change), read the live publications and
         the current document, compose, store the document if it changed,
-        commit.  Returns (document changed, presentity watched)."""
-        *_, parts, current, watched = batch(cur, *statements, self._select_live_parts(key, now),
-                                            self._select_document(key), self._select_watched(key))
+        commit.  Returns (document changed, presentity watched); the
+        statements' results go to `results` when given."""
+        *done, parts, current, watched = batch(cur, *statements, self._select_live_parts(key, now),
+                                               self._select_document(key),
+                                               self._select_watched(key))
+        if results is not None:
+            results.extend(done)
         body = compose(list(parts.rows))
         changed = not current.rows or current.rows[0][0] != body
         if changed:
@@ -577,20 +582,35 @@ class Store:
 
     def add_publication(self, key: tuple[str, str, str], etag: str, source: str,
                         publisher: str, content_type: str, parts: bytes,
-                        expires_at: int, now: int, compose) -> tuple[bool, bool]:
+                        expires_at: int, now: int, compose,
+                        max_publications: int) -> tuple[bool, bool, int]:
         """Store a new publication; it supersedes the earlier ones of the same
-        source."""
+        source, and evicts the PUBLISH-made publications refreshed least
+        recently beyond `max_publications`.  Returns (document changed,
+        watched, how many were evicted)."""
         statements = [BEGIN, self._lock_document(key, now)]
         if source:
             statements.append(("DELETE FROM pa_publication WHERE presentity = %s"
                                " AND presence_domain = %s AND event = %s AND source = %s"
                                " AND origin = 'publish'", (*key, source)))
+        # The derived table is materialised (it has a LIMIT), which is what
+        # lets a DELETE read the table it deletes from.
+        statements.append((
+            "DELETE FROM pa_publication WHERE id IN (SELECT id FROM ("
+            "SELECT id FROM pa_publication WHERE presentity = %s AND presence_domain = %s"
+            " AND event = %s AND origin = 'publish' ORDER BY updated_at DESC, id DESC"
+            " LIMIT 18446744073709551615 OFFSET %s) AS evicted)", (*key, max_publications - 1)))
         statements.append((
             "INSERT INTO pa_publication (presentity, presence_domain, event, etag, source,"
             " publisher, content_type, parts, expires_at, updated_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (*key, etag, source, publisher, content_type, parts, expires_at, now)))
-        return self.db.run(lambda cur: self._recompose(cur, key, now, compose, statements))
+
+        def work(cur):
+            results: list[Result] = []
+            changed, watched = self._recompose(cur, key, now, compose, statements, results)
+            return changed, watched, results[-2].rowcount
+        return self.db.run(work)
 
     def _conditional_change(self, key, now, compose, change) -> tuple[bool, bool, bool]:
         """(entity-tag known, document changed, watched) for a change of the

@@ -109,6 +109,21 @@ class Dialog:
         self.routes: list[str] = []
 
 
+def split_stream(buffer: bytes) -> tuple[list[Message], bytes]:
+    """The whole messages at the start of a stream's buffer (framed by
+    Content-Length), and what is left."""
+    messages = []
+    while b"\r\n\r\n" in buffer:
+        head, _, rest = buffer.partition(b"\r\n\r\n")
+        m = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", head)
+        length = int(m.group(1)) if m else 0
+        if len(rest) < length:
+            break
+        messages.append(Message(head + b"\r\n\r\n" + rest[:length]))
+        buffer = rest[length:]
+    return messages, buffer
+
+
 class SipUA:
     def __init__(self, server: tuple[str, int], transport: str = "udp", user: str = "alice",
                  host: str = "127.0.0.1"):
@@ -158,15 +173,9 @@ class SipUA:
                 data = self.sock.recv(65535)
                 if not data:
                     return
-                buffer += data
-                while b"\r\n\r\n" in buffer:
-                    head, _, rest = buffer.partition(b"\r\n\r\n")
-                    m = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", head)
-                    length = int(m.group(1)) if m else 0
-                    if len(rest) < length:
-                        break
-                    self._dispatch(Message(head + b"\r\n\r\n" + rest[:length]))
-                    buffer = rest[length:]
+                messages, buffer = split_stream(buffer + data)
+                for msg in messages:
+                    self._dispatch(msg)
             except OSError:
                 return
 

@@ -13,6 +13,13 @@ def test_defaults_are_sers():
     assert s.default_priority == 0.5
 
 
+def test_limits_have_safe_defaults():
+    s = settings_from_mapping({"db_url": URL})
+    assert (s.max_publication_elements, s.max_publications, s.max_document_bytes,
+            s.cache_bytes, s.max_winfo_entries_per_watcher, s.max_display_name,
+            s.notify_udp_mtu) == (32, 16, 49152, 4 * 1024 * 1024, 8, 64, 65507)
+
+
 def test_db_url_is_parsed():
     url = settings_from_mapping({"db_url": "mysql://u%40x:p%3Aw@h:3310/d"}).db_url
     assert (url.user, url.password, url.host, url.port, url.database) == ("u@x", "p:w", "h", 3310, "d")
@@ -32,6 +39,13 @@ def test_db_url_is_parsed():
     ({"db_url": "mysql://x@y"}, "db_url"),
     ({}, "db_url"),
     ({"db_url": URL, "min_expires": 7200, "max_subscription_expiration": 3600}, "min_expires"),
+    ({"db_url": URL, "max_publication_elements": 0}, "max_publication_elements"),
+    ({"db_url": URL, "max_publications": 0}, "max_publications"),
+    ({"db_url": URL, "max_document_bytes": 1000}, "max_document_bytes"),
+    ({"db_url": URL, "cache_bytes": -1}, "cache_bytes"),
+    ({"db_url": URL, "max_winfo_entries_per_watcher": 0}, "max_winfo_entries_per_watcher"),
+    ({"db_url": URL, "max_display_name": 129}, "max_display_name"),
+    ({"db_url": URL, "notify_udp_mtu": 70000}, "notify_udp_mtu"),
 ])
 def test_bad_settings_name_the_key(data, key):
     with pytest.raises(ConfigError) as e:

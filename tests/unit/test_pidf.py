@@ -128,3 +128,46 @@ def test_formats_are_rendered_from_the_same_aggregate():
     assert lp.split("\r\n") == ["To: <sip:bob@example.com>", "Contact: <sip:bob@10.0.0.1>;q=1",
                                 "Contact: <sip:bob@10.0.0.2>;q=0", ""]
     assert pidf.sent_as("application/lpidf+xml") == pidf.LPIDF
+
+
+def test_colliding_ids_stay_unique_when_published_ids_look_like_renamed_ones():
+    parts = [parse_publication(doc(tup(i)), 0.5) for i in ("a", "a", "a-2", "a", "a-2")]
+    ids = [i for i, _ in _ids_and_basics(compose("bob@example.com", parts))]
+    assert ids == ["a", "a-2", "a-2-2", "a-3", "a-2-3"]
+
+
+def test_thousands_of_duplicate_ids_are_numbered_in_order():
+    # 4280 copies of one id: what a 64 kB hostile PUBLISH carries.  The
+    # time it takes is measured by bench/compose.py, not here.
+    many = Parts([pidf.Tuple("a", "", "", "", '<tuple id="a"/>')] * 4280, [], [])
+    ids = [i for i, _ in _ids_and_basics(compose("bob@example.com", [many, many]))]
+    assert ids == ["a"] + [f"a-{n}" for n in range(2, 8561)]
+
+
+def test_repeated_notes_and_extensions_appear_once_in_first_order():
+    a = parse_publication(doc("<note>x</note><note>y</note>" + '<dm:device id="d"/>'), 0.5)
+    b = parse_publication(doc("<note>y</note><note>z</note>" + '<dm:device id="d"/>'), 0.5)
+    root = etree.fromstring(compose("bob@example.com", [a, b, a]))
+    assert [n.text for n in root.findall(f"{{{NS}}}note")] == ["x", "y", "z"]
+    assert [d.get("id") for d in root.findall(f"{{{DM}}}device")] == ["d"]
+
+
+def test_elements_per_publication_are_limited_at_the_limit():
+    at_limit = doc(tup("a") + "<note>n</note>" + '<dm:person id="p"/>')
+    assert len(parse_publication(at_limit, 0.5, max_elements=3).tuples) == 1
+    with pytest.raises(InvalidDocument, match="Too Many Elements") as e:
+        parse_publication(doc(tup("a") + "<note>n</note>" + '<dm:person id="p"/>' + tup("b")),
+                          0.5, max_elements=3)
+    assert e.value.code == 413
+
+
+def test_compose_within_leaves_out_the_last_publications_that_do_not_fit():
+    pubs = [parse_publication(doc(tup(f"t{i}") + f"<note>{'x' * 100}{i}</note>"), 0.5)
+            for i in range(6)]
+    whole = compose("bob@example.com", pubs)
+    assert pidf.compose_within("bob@example.com", pubs, len(whole)) == (whole, 0)
+    three = compose("bob@example.com", pubs[:3])
+    for limit in (len(three), len(compose("bob@example.com", pubs[:4])) - 1):
+        document, left_out = pidf.compose_within("bob@example.com", pubs, limit)
+        assert (document, left_out) == (three, 3)
+    assert pidf.compose_within("bob@example.com", pubs, 10) == (b"", 6)
