@@ -316,6 +316,17 @@ class PresenceAgentKemi:
         return 1
 
     @_entry()
+    def serve_metrics(self, msg=None, evname=None):
+        """Prometheus at /metrics (module xhttp_prom), for the addresses of
+        metrics_sources only: call from xhttp's event route when
+        xhttp_prom's check_uri matched."""
+        if metrics.source_allowed(self.settings.metrics_sources, KSR.pv.get("$si") or ""):
+            KSR.xhttp_prom.dispatch()
+        else:
+            KSR.xhttp.xhttp_reply(403, "Forbidden", "", "")
+        return 1
+
+    @_entry()
     def on_timer(self, arg=None):
         """Call every second (rtimer); runs the sweeps every timer_interval."""
         for notify in self.agent.on_timer():

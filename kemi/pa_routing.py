@@ -95,8 +95,7 @@ class PresenceRouting:
         # HTTP on the SIP TCP port: Prometheus metrics at /metrics, and the
         # built-in XCAP server.
         if KSR.xhttp_prom.check_uri() > 0:
-            KSR.xhttp_prom.dispatch()
-            return 1
+            return self.pa.serve_metrics(msg)  # to the metrics_sources only
         return self.pa.handle_xcap(msg)
 
     def ksr_htable_event(self, msg, evname=None):

@@ -9,6 +9,7 @@ that names the key, and Kamailio refuses to start.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import string
 import urllib.parse
 from typing import Any
@@ -60,6 +61,10 @@ class Settings:
     xcap_timeout: float = 2.0
     xcap_auth: str = "digest"
     xcap_nonce_secret: str = ""
+    # Who may read the Prometheus metrics at /metrics of the HTTP listener
+    # that XCAP clients reach too: addresses and networks.
+    metrics_sources: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.1"), ipaddress.ip_network("::1"))
     # The jabber domain: the XMPP gateway (pa_handlers.xmpp_component).
     xmpp_domains: tuple[str, ...] = ()
     xmpp_component: str = ""
@@ -158,6 +163,19 @@ def _string(key: str):
     return check
 
 
+def _networks(key: str):
+    def check(value: Any) -> tuple:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise ConfigError(f"'{key}' must be a list of addresses or networks, not {value!r}")
+        try:
+            return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+        except ValueError as e:
+            raise ConfigError(f"'{key}': {e}") from None
+    return check
+
+
 def parse_db_url(value: Any) -> DatabaseUrl:
     if not isinstance(value, str):
         raise ConfigError(f"'db_url' must be a string like mysql://user:pass@host:3306/db, not {value!r}")
@@ -206,6 +224,7 @@ _CHECKS = {
     "xcap_timeout": _number("xcap_timeout", 0.1, 30),
     "xcap_auth": _choice("xcap_auth", ("digest", "none")),
     "xcap_nonce_secret": _string("xcap_nonce_secret"),
+    "metrics_sources": _networks("metrics_sources"),
     "xmpp_domains": _domains("xmpp_domains"),
     "xmpp_component": _host("xmpp_component"),
     "xmpp_component_server": _hostport("xmpp_component_server"),
