@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import string
 import urllib.parse
 from typing import Any
@@ -123,6 +124,9 @@ def _host(key: str):
     return check
 
 
+_PATH_TEXT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@/%-]*")
+
+
 def _document_path(value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ConfigError("'xcap_document_path' must be a path starting with /")
@@ -133,6 +137,10 @@ def _document_path(value: Any) -> str:
     if fields - {"xui", "user", "domain"} or not ("xui" in fields or {"user", "domain"} <= fields):
         raise ConfigError("'xcap_document_path' must use {xui}, or {user} and {domain}, and"
                           " no other placeholder")
+    literal = "".join(text for text, _, _, _ in string.Formatter().parse(value))
+    if not _PATH_TEXT.fullmatch(literal):
+        raise ConfigError("'xcap_document_path' may hold only characters of a URL path"
+                          " (%-encode the others)")
     return value
 
 

@@ -20,6 +20,15 @@ def _md5(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
+def _same(a: str, b: str) -> bool:
+    # As bytes: compare_digest refuses str with non-ASCII characters.
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 class Digest:
     def __init__(self, secret: bytes):
         self.secret = secret
@@ -31,7 +40,7 @@ class Digest:
         """A WWW-Authenticate value."""
         expiry = int(now) + NONCE_LIFETIME
         nonce = f"{expiry:x}.{self._sign(expiry)}"
-        return (f'Digest realm="{realm}", nonce="{nonce}", qop="auth", algorithm=MD5'
+        return (f'Digest realm="{_quoted(realm)}", nonce="{nonce}", qop="auth", algorithm=MD5'
                 + (", stale=true" if stale else ""))
 
     def _nonce_valid(self, nonce: str, now: float) -> bool:
@@ -40,7 +49,7 @@ class Digest:
             expiry = int(expiry_hex, 16)
         except ValueError:
             return False
-        return hmac.compare_digest(signature, self._sign(expiry)) and now <= expiry
+        return _same(signature, self._sign(expiry)) and now <= expiry
 
     def verify(self, header: str | None, method: str, realm: str, ha1_of, now: float):
         """(user, None) when the Authorization header proves the user, else
@@ -59,7 +68,7 @@ class Digest:
         ha2 = _md5(f"{method}:{params.get('uri', '')}")
         expected = _md5(":".join([ha1, nonce, params.get("nc", ""), params.get("cnonce", ""),
                                   "auth", ha2]))
-        if not hmac.compare_digest(expected, params.get("response", "")):
+        if not _same(expected, params.get("response", "")):
             return None, False
         if not self._nonce_valid(nonce, now):
             return None, True

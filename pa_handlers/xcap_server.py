@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import re
 import secrets
 from typing import Callable
 
@@ -30,6 +31,8 @@ log = logging.getLogger("pa.xcap")
 
 XCAP_ERROR = "application/xcap-error+xml"
 ERROR_NS = "urn:ietf:params:xml:ns:xcap-error"
+# A request-target as RFC 3986 allows it: visible ASCII, nothing else.
+_REQUEST_TARGET = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +94,8 @@ class XcapServer:
         self.digest = Digest(hashlib.sha256(secret.encode()).digest())
 
     def handle(self, req: HttpRequest) -> tuple[HttpReply, list[Notify]]:
+        if not _REQUEST_TARGET.fullmatch(req.path):
+            return _error(400, "Bad Request"), []
         match = self.pattern.match(req.path.partition("?")[0])
         owner = owner_of(match) if match else None
         if owner is None:

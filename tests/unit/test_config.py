@@ -67,6 +67,8 @@ def test_file_errors_name_the_file(tmp_path):
 @pytest.mark.parametrize("data, key", [
     ({"metrics_sources": "127.0.0.1"}, "metrics_sources"),
     ({"metrics_sources": ["localhost"]}, "metrics_sources"),
+    ({"xcap_document_path": "/xcap root/{xui}"}, "xcap_document_path"),
+    ({"xcap_document_path": "/x?y={xui}"}, "xcap_document_path"),
 ])
 def test_bad_xcap_and_metrics_settings_name_the_key(data, key):
     with pytest.raises(ConfigError) as e:

@@ -1,5 +1,7 @@
 import hashlib
+import urllib.parse
 
+import pytest
 from lxml import etree
 
 from pa_handlers import pidf, winfo
@@ -49,6 +51,31 @@ def test_digest_accepts_the_right_password_only():
     assert digest.verify(good, "GET", "example.com", lookup, 1000 + 301) == (None, True)
     assert Digest(b"other").verify(good, "GET", "example.com", lookup, 1000)[0] is None
     assert digest.verify(None, "GET", "example.com", lookup, 1000) == (None, False)
+
+
+def test_a_challenge_quotes_its_realm():
+    challenge = Digest(b"s").challenge('exa"mple\\', 0)
+    assert challenge.startswith('Digest realm="exa\\"mple\\\\", nonce=')
+
+
+@pytest.mark.parametrize("part", ["alice\r\nSet-Cookie: x=y", "al ice", 'al"ice', "a/b",
+                                  "a\x00", "a\x7f", "a\u2028b", ""])
+def test_names_that_cannot_be_a_path_segment(part):
+    pattern = path_pattern(TEMPLATE)
+    for xui in (f"sip:{part}@example.com", f"sip:alice@{part}"):
+        quoted = urllib.parse.quote(xui, safe=":@")
+        assert owner_of(pattern.match(f"/xcap-root/pres-rules/users/{quoted}/index")) is None
+    assert document_path(TEMPLATE, f"{part}@example.com") is None
+    assert document_path(TEMPLATE, f"alice@{part}") is None
+
+
+def test_each_placeholder_is_encoded_on_its_own():
+    assert document_path(TEMPLATE, "a%2f..?#b@example.com") == \
+        "/xcap-root/pres-rules/users/sip:a%252f..%3F%23b@example.com/index"
+    assert document_path("/r/{domain}/{user}.xml", "b;x=1%@example.com") == \
+        "/r/example.com/b;x=1%25.xml"
+    path = document_path(TEMPLATE, "a%2f..?#b@example.com")
+    assert owner_of(path_pattern(TEMPLATE).match(path)) == "a%2f..?#b@example.com"
 
 
 def _aggregate():

@@ -1,0 +1,134 @@
+"""The built-in XCAP server on an open network, through Kamailio's xhttp:
+no reply can be split, and every request is answered."""
+
+import re
+import socket
+
+import pytest
+
+from conftest import settings
+from harness import Kamailio
+from sipua import rand
+
+PASSWORD = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def kamailio(database):
+    k = Kamailio(settings(database, auth="xcap")).start()
+    yield k
+    k.cleanup()
+
+
+@pytest.fixture
+def owner(database):
+    user = "o" + rand(8)
+    database.add_subscriber(user, "127.0.0.1", PASSWORD)
+    return user
+
+
+def rules_path(user: str) -> str:
+    return f"/xcap-root/pres-rules/users/sip:{user}@127.0.0.1/index"
+
+
+class Reply:
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        head, _, self.body = raw.partition(b"\r\n\r\n")
+        # Lines as a lenient client sees them: a bare CR or LF ends one too.
+        self.lines = re.split(rb"\r\n|\r|\n", head)
+        self.status = int(self.lines[0].split(b" ")[1]) if self.lines[0].startswith(b"HTTP/") \
+            else None
+
+    def header(self, name: str) -> str | None:
+        for line in self.lines[1:]:
+            key, _, value = line.partition(b":")
+            if key.strip().lower() == name.lower().encode():
+                return value.strip().decode()
+        return None
+
+
+def http(kamailio, method: str, target: bytes | str, headers=(), body: bytes = b"",
+         wait: float = 3.0) -> Reply | None:
+    """One HTTP request as raw bytes; its reply (all the bytes that came
+    back until the connection went quiet), or None without one."""
+    if isinstance(target, str):
+        target = target.encode()
+    head = [method.encode() + b" " + target + b" HTTP/1.1", b"Host: 127.0.0.1"]
+    head += [(k.encode() if isinstance(k, str) else k) + b": "
+             + (v.encode() if isinstance(v, str) else v) for k, v in headers]
+    head.append(b"Content-Length: %d" % len(body))
+    s = socket.create_connection(kamailio.address, timeout=wait)
+    try:
+        s.sendall(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        raw = b""
+        while True:
+            try:
+                data = s.recv(65535)
+            except (socket.timeout, ConnectionError):
+                break
+            if not data:
+                break
+            raw += data
+            s.settimeout(0.5)
+    finally:
+        s.close()
+    return Reply(raw) if raw else None
+
+
+# -- no header, no body from a name -------------------------------------------
+
+@pytest.mark.parametrize("xui", [
+    "sip:alice@example.org%0d%0aSet-Cookie:%20x=y",
+    "sip:alice%0d%0aSet-Cookie:%20x=y@example.org",
+    "sip:alice@example.org%0aSet-Cookie:%20x=y",
+    "sip:alice@example.org%0dSet-Cookie:%20x=y",
+    "sip:alice@example.org%0d%0aContent-Length:%2024%0d%0a%0d%0a%3chtml%3epwned%3c%2fhtml%3e",
+    "sip:alice@exa%22mple.org",
+    "sip:alice@example.org%20x",
+])
+def test_a_name_in_the_path_cannot_split_the_reply(kamailio, xui):
+    reply = http(kamailio, "GET", f"/xcap-root/pres-rules/users/{xui}/index")
+    assert not any(line.lower().startswith(b"set-cookie") for line in reply.lines)
+    assert b"pwned" not in reply.raw
+    assert reply.raw.count(b"HTTP/1.1 ") == 1
+    # Such a name is no user's: nothing to authenticate for.
+    assert reply.status == 404
+
+
+# -- every request an answer, at most one log line ------------------------------
+
+def _hostile(owner):
+    good = rules_path(owner)
+    auth = 'Digest username="%s", realm="127.0.0.1", nonce="%s.%s", uri="%s",' \
+           ' response="%s", qop=auth, nc=00000001, cnonce="c"'
+    return [
+        ("%00 in the domain", "GET", good.replace("127.0.0.1/", "127.0.0.1%00/"), (), {404}),
+        ("%00 in the user", "GET", good.replace(f"{owner}@", f"{owner}%00@"), (), {404}),
+        ("%ff in the user", "GET", good.replace(f"{owner}@", f"{owner}%ff@"), (), {404}),
+        ("a raw byte above ASCII", "GET", good.encode().replace(b"@", b"\xff@"), (), {400}),
+        ("NUL in Authorization", "GET", good,
+         [("Authorization", (auth % (owner, "1", "2", good, "3")).encode().replace(b"=", b"=\0"))],
+         {401}),
+        ("Authorization not UTF-8", "GET", good,
+         [("Authorization", (auth % (owner, "1", "2", good, "3")).encode() + b"\xff\xfe")],
+         {401}),
+        ("non-ASCII response", "GET", good,
+         [("Authorization", auth % (owner, "6b0be1f5", "0" * 32, good, "\u00e9" * 32))], {401}),
+        ("huge nonce expiry", "GET", good,
+         [("Authorization", auth % (owner, "f" * 5000, "0" * 32, good, "0" * 32))], {401}),
+        ("body not UTF-8", "PUT", good, [("Content-Type", "application/auth-policy+xml")],
+         {401}),
+    ]
+
+
+def test_every_xcap_request_gets_an_answer_and_at_most_one_log_line(kamailio, owner):
+    for name, method, target, headers, acceptable in _hostile(owner):
+        before = kamailio.log().count("\n")
+        body = b"\xff\xfe<x/>" if method == "PUT" else b""
+        reply = http(kamailio, method, target, headers, body)
+        assert reply is not None, f"{name}: no answer"
+        assert reply.status in acceptable, f"{name}: {reply.status}"
+        assert kamailio.log().count("\n") - before <= 1, f"{name}: {kamailio.log()[-2000:]}"
+    assert "Traceback" not in kamailio.log()
+    assert kamailio.alive()
