@@ -171,6 +171,17 @@ def _string(key: str):
     return check
 
 
+def _secret(key: str, shortest: int):
+    def check(value: Any) -> str:
+        if value is None or value == "":
+            return ""
+        if not isinstance(value, str) or len(value) < shortest:
+            raise ConfigError(f"'{key}' must be a string of at least {shortest} characters"
+                              " (or left out)")
+        return value
+    return check
+
+
 def _networks(key: str):
     def check(value: Any) -> tuple:
         if value is None:
@@ -231,7 +242,7 @@ _CHECKS = {
     "xcap_document_path": _document_path,
     "xcap_timeout": _number("xcap_timeout", 0.1, 30),
     "xcap_auth": _choice("xcap_auth", ("digest", "none")),
-    "xcap_nonce_secret": _string("xcap_nonce_secret"),
+    "xcap_nonce_secret": _secret("xcap_nonce_secret", 16),
     "metrics_sources": _networks("metrics_sources"),
     "xmpp_domains": _domains("xmpp_domains"),
     "xmpp_component": _host("xmpp_component"),

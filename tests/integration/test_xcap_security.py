@@ -1,6 +1,10 @@
 """The built-in XCAP server on an open network, through Kamailio's xhttp:
-no reply can be split, and every request is answered."""
+no reply can be split, every request is answered, a captured Authorization
+proves one request of one target only, and the nonce secret owes nothing
+to the database password."""
 
+import hashlib
+import hmac
 import re
 import socket
 
@@ -9,6 +13,7 @@ import pytest
 from conftest import settings
 from harness import Kamailio
 from sipua import rand
+from test_xcap_external import ruleset
 
 PASSWORD = "s3cret"
 
@@ -76,6 +81,24 @@ def http(kamailio, method: str, target: bytes | str, headers=(), body: bytes = b
     return Reply(raw) if raw else None
 
 
+def challenge(kamailio, target: str) -> dict[str, str]:
+    reply = http(kamailio, "GET", target)
+    assert reply.status == 401
+    value = reply.header("WWW-Authenticate")
+    return dict(part.strip().split("=", 1) for part in value[len("Digest "):].split(","))
+
+
+def answer(params: dict, user: str, method: str, uri: str, nc: int = 1,
+           realm: str = "127.0.0.1", password: str = PASSWORD) -> str:
+    md5 = lambda s: hashlib.md5(s.encode()).hexdigest()  # noqa: E731
+    nonce = params["nonce"].strip('"')
+    cnonce = rand(8)
+    ha1 = md5(f"{user}:{realm}:{password}")
+    response = md5(f"{ha1}:{nonce}:{nc:08x}:{cnonce}:auth:{md5(f'{method}:{uri}')}")
+    return (f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}",'
+            f' response="{response}", algorithm=MD5, qop=auth, nc={nc:08x}, cnonce="{cnonce}"')
+
+
 # -- no header, no body from a name -------------------------------------------
 
 @pytest.mark.parametrize("xui", [
@@ -132,3 +155,54 @@ def test_every_xcap_request_gets_an_answer_and_at_most_one_log_line(kamailio, ow
         assert kamailio.log().count("\n") - before <= 1, f"{name}: {kamailio.log()[-2000:]}"
     assert "Traceback" not in kamailio.log()
     assert kamailio.alive()
+
+
+# -- digest: one target, one use ----------------------------------------------
+
+def test_credentials_computed_for_another_uri_are_refused(kamailio, owner):
+    target = rules_path(owner)
+    params = challenge(kamailio, target)
+    elsewhere = answer(params, owner, "GET", "/xcap-root/pres-rules/users/sip:x@127.0.0.1/index")
+    assert http(kamailio, "GET", target, [("Authorization", elsewhere)]).status == 400
+    # The same nonce, for this uri: accepted (no document yet).
+    right = answer(params, owner, "GET", target, nc=2)
+    assert http(kamailio, "GET", target, [("Authorization", right)]).status == 404
+
+
+def test_a_replayed_put_is_refused_by_every_node(database, kamailio, owner):
+    target = rules_path(owner)
+    other = Kamailio(settings(database, auth="xcap")).start()
+    try:
+        params = challenge(kamailio, target)
+        captured = answer(params, owner, "PUT", target)
+        put = [("Authorization", captured), ("Content-Type", "application/auth-policy+xml")]
+        assert http(kamailio, "PUT", target, put, ruleset("allow")).status == 201
+        for node in (kamailio, other):
+            replay = http(node, "PUT", target, put, ruleset("block"))
+            assert replay.status == 401
+            assert "stale=true" in replay.header("WWW-Authenticate")
+        # The nonce itself goes on working, on every node, counting up.
+        reply = http(other, "GET", target, [("Authorization", answer(params, owner, "GET",
+                                                                     target, nc=2))])
+        assert (reply.status, reply.body) == (200, ruleset("allow"))
+    finally:
+        other.cleanup()
+
+
+def test_the_nonce_secret_is_random_and_not_the_database_password(database, kamailio, owner):
+    nonce = challenge(kamailio, rules_path(owner))["nonce"].strip('"')
+    stamp, _, signature = nonce.rpartition(".")
+
+    def signed(secret: str, message: str) -> str:
+        key = hashlib.sha256(secret.encode()).digest()
+        return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:32]
+    # What 401s used to carry: a test of guesses at the database password
+    # (signing the expiry in decimal, as they did, or the nonce's stamp).
+    derived = f"pa-xcap:{database.password}:{database.name}"
+    for message in (stamp, str(int(stamp.split(".")[0], 16))):
+        assert signature != signed(derived, message)
+    [(stored,)] = database.query("SELECT value FROM pa_secret WHERE name = 'xcap_nonce'")
+    assert len(stored) >= 64 and database.password not in stored
+    assert signature == signed(stored, stamp)
+    # Each challenge its own nonce, even within one second.
+    assert challenge(kamailio, rules_path(owner))["nonce"] != f'"{nonce}"'

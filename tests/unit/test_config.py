@@ -65,6 +65,8 @@ def test_file_errors_name_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("data, key", [
+    ({"xcap_nonce_secret": "short"}, "xcap_nonce_secret"),
+    ({"xcap_nonce_secret": 12345678901234567}, "xcap_nonce_secret"),
     ({"metrics_sources": "127.0.0.1"}, "metrics_sources"),
     ({"metrics_sources": ["localhost"]}, "metrics_sources"),
     ({"xcap_document_path": "/xcap root/{xui}"}, "xcap_document_path"),
