@@ -30,17 +30,20 @@ class PresenceRouting:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return 1
         method = KSR.pv.get("$rm")
-        if method in ("SUBSCRIBE", "PUBLISH", "REGISTER") and not self.authenticated(method):
-            return 1
-        if method in ("SUBSCRIBE", "PUBLISH"):
+        if method in ("SUBSCRIBE", "PUBLISH", "REGISTER"):
             # Statefully, as SER's manual says (t_newtran first): the
-            # transaction absorbs retransmissions and carries the reply.
+            # transaction absorbs retransmissions and carries the reply,
+            # and a retransmission never reaches auth's nonce_count check,
+            # which would take its nonce-count for a replay.
             rc = KSR.tm.t_newtran()
             if rc == 0:
                 return 1  # a retransmission, answered by tm
             if rc < 0:
                 KSR.sl.sl_reply_error()
                 return 1
+            if not self.authenticated(method):
+                return 1
+        if method in ("SUBSCRIBE", "PUBLISH"):
             if method == "SUBSCRIBE":
                 # Presentities of the XMPP domains live in the jabber domain,
                 # fed by the XMPP gateway.

@@ -1,7 +1,7 @@
-"""The built-in XCAP server on an open network, through Kamailio's xhttp:
-no reply can be split, every request is answered, a captured Authorization
-proves one request of one target only, and the nonce secret owes nothing
-to the database password."""
+"""The built-in XCAP server and SIP digest on an open network, through
+Kamailio's xhttp and auth modules: no reply can be split, every request is
+answered, a captured Authorization proves one request of one target only,
+and the nonce secret owes nothing to the database password."""
 
 import hashlib
 import hmac
@@ -12,7 +12,8 @@ import pytest
 
 from conftest import settings
 from harness import Kamailio
-from sipua import rand
+from helpers import pidf_body
+from sipua import SipUA, rand
 from test_xcap_external import ruleset
 
 PASSWORD = "s3cret"
@@ -206,3 +207,39 @@ def test_the_nonce_secret_is_random_and_not_the_database_password(database, kama
     assert signature == signed(stored, stamp)
     # Each challenge its own nonce, even within one second.
     assert challenge(kamailio, rules_path(owner))["nonce"] != f'"{nonce}"'
+
+
+def test_a_replayed_sip_authorization_is_refused(kamailio, owner):
+    """auth's nonce_count in kamailio.cfg.sample: a PUBLISH's captured
+    Authorization proves nothing for another PUBLISH; the next
+    nonce-count does, and a retransmission gets its transaction's answer."""
+    presentity = f"sip:{owner}@127.0.0.1"
+    ua = SipUA(kamailio.address, user=owner)
+    ua.credentials = (owner, PASSWORD)
+    headers = [("Event", "presence"), ("Content-Type", "application/pidf+xml")]
+    sent = {}
+
+    def publish(note, authorization=None, cseq=1):
+        call_id = rand()
+        extra = [authorization] if authorization else []
+        sent[note] = ua.build("PUBLISH", presentity, call_id=call_id, cseq=cseq,
+                              from_=f"<{presentity}>;tag={rand()}", to=f"<{presentity}>",
+                              headers=headers + extra,
+                              body=pidf_body(presentity, "t", "open", note=note))
+        ua.send_raw(sent[note])
+        return ua.wait_response(call_id, cseq)
+    try:
+        captured = ua.authorization(publish("challenged"), "PUBLISH", presentity)
+        first = publish("first", captured)
+        assert first.status == 200
+        # The same bytes again (a UDP retransmission): tm's answer, no challenge.
+        ua.send_raw(sent["first"])
+        assert ua.wait_response(first.call_id, 1).status == 200
+        # Challenged again (407: auth_check challenges all but REGISTER as a proxy).
+        assert publish("replayed", captured, cseq=7).status == 407
+        name, value = captured
+        nonce = value.split('nonce="')[1].split('"')[0]
+        counted = answer({"nonce": nonce}, owner, "PUBLISH", presentity, nc=2)
+        assert publish("counted", (name, counted)).status == 200
+    finally:
+        ua.close()
