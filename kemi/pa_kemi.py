@@ -17,6 +17,7 @@ decided on.  It never lets an exception reach Kamailio.
 import functools
 import logging
 import os
+import re
 import sys
 import time
 
@@ -32,7 +33,7 @@ from pa_handlers.config import ConfigError, load_settings  # noqa: E402
 from pa_handlers.messages import Context, Outcome  # noqa: E402
 from pa_handlers.registration import Binding, choose_binding, registrar_target  # noqa: E402
 from pa_handlers.sip import printable  # noqa: E402
-from pa_handlers.xcap_server import HttpRequest  # noqa: E402
+from pa_handlers.xcap_server import HttpReply, HttpRequest  # noqa: E402
 from pa_handlers.store import Database, Store, StoreUnavailable  # noqa: E402
 
 log = logging.getLogger("pa")
@@ -137,6 +138,45 @@ def _message() -> bytes:
     except Exception:
         # Not UTF-8: take it hex-encoded, so the core decides (400).
         return bytes.fromhex(KSR.pv.get("$(mb{s.encode.hexa})"))
+
+
+def _text(spec: str) -> str:
+    """A pseudo-variable's text; hex-decoded as Latin-1 when it is not
+    UTF-8, so that the core sees every byte and refuses it."""
+    try:
+        return KSR.pv.get(spec) or ""
+    except Exception:
+        return bytes.fromhex(KSR.pv.get("$(%s{s.encode.hexa})" % spec[1:]) or "").decode("latin-1")
+
+
+def _http_request() -> HttpRequest:
+    headers = {}
+    for name in ("Authorization", "Content-Type", "If-Match", "If-None-Match"):
+        value = _text("$hdr(%s)" % name)
+        if value:
+            headers[name.lower()] = value
+    try:
+        body = (KSR.pv.get("$rb") or "").encode("utf-8")
+    except Exception:
+        body = bytes.fromhex(KSR.pv.get("$(rb{s.encode.hexa})") or "")
+    return HttpRequest(method=_text("$rm"), path=_text("$hu"), headers=headers, body=body)
+
+
+# Control characters but HTAB: in a reply header they would end it, or the
+# whole head, and let the rest pass for headers or a body of its own.
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HTTP_FAILURE = HttpReply(500, "Internal Server Error")
+
+
+def _header_lines(headers):
+    """The reply's header lines, or None when a name or value holds a
+    control character."""
+    lines = []
+    for name, value in headers:
+        if _HEADER_CONTROL.search(name) or _HEADER_CONTROL.search(value):
+            return None
+        lines.append("%s: %s\r\n" % (name, value))
+    return lines
 
 
 def _context(publisher: str = "") -> Context:
@@ -304,25 +344,36 @@ class PresenceAgentKemi:
 
     @_entry()
     def handle_xcap(self, msg=None, evname=None):
-        """The built-in XCAP server: call from xhttp's event route."""
-        headers = {}
-        for name in ("Authorization", "Content-Type", "If-Match", "If-None-Match"):
-            value = KSR.pv.get("$hdr(%s)" % name)
-            if value is not None:
-                headers[name.lower()] = value
+        """The built-in XCAP server: call from xhttp's event route.  Every
+        request gets an answer."""
         try:
-            body = (KSR.pv.get("$rb") or "").encode("utf-8")
+            reply, notifies = self.agent.handle_xcap(_http_request())
+            lines = _header_lines(reply.headers)
+            if lines is None:
+                log.error("XCAP answer %d refused: a header holds a control character",
+                          reply.code)
+                reply, lines = _HTTP_FAILURE, []
+            for line in lines:
+                KSR.hdr.append_to_reply(line)
+            KSR.xhttp.xhttp_reply(reply.code, reply.reason, reply.content_type,
+                                  reply.body.decode("utf-8"))
         except Exception:
-            body = bytes.fromhex(KSR.pv.get("$(rb{s.encode.hexa})") or "")
-        request = HttpRequest(method=KSR.pv.get("$rm") or "", path=KSR.pv.get("$hu") or "",
-                              headers=headers, body=body)
-        reply, notifies = self.agent.handle_xcap(request)
-        for name, value in reply.headers:
-            KSR.hdr.append_to_reply("%s: %s\r\n" % (name, value))
-        KSR.xhttp.xhttp_reply(reply.code, reply.reason, reply.content_type,
-                              reply.body.decode("utf-8"))
+            log.exception("handle_xcap failed")
+            KSR.xhttp.xhttp_reply(_HTTP_FAILURE.code, _HTTP_FAILURE.reason, "", "")
+            return 1
         for notify in notifies:
             self._send_notify(notify)
+        return 1
+
+    @_entry()
+    def serve_metrics(self, msg=None, evname=None):
+        """Prometheus at /metrics (module xhttp_prom), for the addresses of
+        metrics_sources only: call from xhttp's event route when
+        xhttp_prom's check_uri matched."""
+        if metrics.source_allowed(self.settings.metrics_sources, KSR.pv.get("$si") or ""):
+            KSR.xhttp_prom.dispatch()
+        else:
+            KSR.xhttp.xhttp_reply(403, "Forbidden", "", "")
         return 1
 
     @_entry()

@@ -54,17 +54,20 @@ class PresenceRouting:
             # fed by the XMPP gateway.
             domain = "jabber" if (KSR.pv.get("$rd") or "").lower() in \
                 self.pa.settings.xmpp_domains else "registrar"
-        if method in ("SUBSCRIBE", "PUBLISH", "REGISTER") and not self.authenticated(method):
-            return 1
-        if method in ("SUBSCRIBE", "PUBLISH"):
+        if method in ("SUBSCRIBE", "PUBLISH", "REGISTER"):
             # Statefully, as SER's manual says (t_newtran first): the
-            # transaction absorbs retransmissions and carries the reply.
+            # transaction absorbs retransmissions and carries the reply,
+            # and a retransmission never reaches auth's nonce_count check,
+            # which would take its nonce-count for a replay.
             rc = KSR.tm.t_newtran()
             if rc == 0:
                 return 1  # a retransmission, answered by tm
             if rc < 0:
                 KSR.sl.sl_reply_error()
                 return 1
+            if not self.authenticated(method):
+                return 1
+        if method in ("SUBSCRIBE", "PUBLISH"):
             if method == "SUBSCRIBE":
                 self.pa.handle_subscription(msg, domain)
             else:
@@ -130,8 +133,7 @@ class PresenceRouting:
         # HTTP on the SIP TCP port: Prometheus metrics at /metrics, and the
         # built-in XCAP server.
         if KSR.xhttp_prom.check_uri() > 0:
-            KSR.xhttp_prom.dispatch()
-            return 1
+            return self.pa.serve_metrics(msg)  # to the metrics_sources only
         return self.pa.handle_xcap(msg)
 
     def ksr_htable_event(self, msg, evname=None):

@@ -49,11 +49,32 @@ WAIT = Authorization(PENDING)
 REJECTED = Authorization(TERMINATED, "rejected", presrules.NOTHING)
 
 
-def document_path(template: str, presentity: str) -> str:
+# What a user or domain named in an XCAP path may not hold once decoded:
+# control characters and white space (they would reach HTTP headers and
+# logs), '"' (the end of the realm's quoted string) and '/' (another path).
+_UNFIT = re.compile(r'[\x00-\x20\x7f"/]')
+# pchar of RFC 3986 besides unreserved: kept as they are in a path segment.
+_SEGMENT_SAFE = "!$&'()*+,;=:@"
+
+
+def fits_xcap_path(name: str) -> bool:
+    """Whether a decoded user or domain may name an XCAP document."""
+    return bool(name) and not _UNFIT.search(name) and not any(c.isspace() for c in name)
+
+
+def document_path(template: str, presentity: str) -> str | None:
     """Where a presentity's pres-rules live on an XCAP server: the template
-    with {xui} (sip:user@domain), {user} and {domain} filled in."""
+    with {xui} (sip:user@domain), {user} and {domain} filled in, each
+    %-encoded on its own so that it stays one path segment; None for a
+    presentity whose name cannot be one."""
     user, _, domain = presentity.rpartition("@")
-    return template.format(xui="sip:" + presentity, user=user, domain=domain)
+    if not (fits_xcap_path(user) and fits_xcap_path(domain)):
+        return None
+
+    def segment(text: str) -> str:
+        return urllib.parse.quote(text, safe=_SEGMENT_SAFE)
+    return template.format(xui=segment("sip:" + presentity), user=segment(user),
+                           domain=segment(domain))
 
 
 def path_pattern(template: str) -> re.Pattern:
@@ -67,18 +88,23 @@ def path_pattern(template: str) -> re.Pattern:
 
 
 def owner_of(match: re.Match) -> str | None:
-    """The presentity (user@domain) a path matched by path_pattern names."""
-    fields = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
+    """The presentity (user@domain) a path matched by path_pattern names,
+    or None when it names none we could serve."""
+    try:
+        fields = {k: urllib.parse.unquote(v, errors="strict")
+                  for k, v in match.groupdict().items()}
+    except UnicodeDecodeError:
+        return None
     if "xui" in fields:
-        xui = fields["xui"]
-        scheme, colon, rest = xui.partition(":")
-        if not colon or scheme.lower() not in ("sip", "sips") or "@" not in rest:
+        scheme, colon, rest = fields["xui"].partition(":")
+        if not colon or scheme.lower() not in ("sip", "sips"):
             return None
         user, _, domain = rest.partition("@")
-        return f"{user}@{domain.lower()}"
-    if fields.get("user") and fields.get("domain"):
-        return f"{fields['user']}@{fields['domain'].lower()}"
-    return None
+    else:
+        user, domain = fields.get("user", ""), fields.get("domain", "")
+    if not (fits_xcap_path(user) and fits_xcap_path(domain)):
+        return None
+    return f"{user}@{domain.lower()}"
 
 
 class Authorizer:
@@ -139,10 +165,15 @@ class Authorizer:
 
     def _fetch(self, presentity: str, cached) -> bytes | None:
         now = int(self.clock())
+        path = document_path(self.settings.xcap_document_path, presentity)
+        if path is None:
+            # A name that would leave its path segment ('/', control
+            # characters): never asked for, so its watchers wait.
+            log.info("pres-rules of %r not fetched: the name cannot be an XCAP path",
+                     presentity)
+            return cached[1] if cached else None
         try:
-            fetched = self.client.fetch(document_path(self.settings.xcap_document_path,
-                                                      presentity),
-                                        cached[0] if cached else "")
+            fetched = self.client.fetch(path, cached[0] if cached else "")
         except XcapUnavailable as e:
             # The last rules the presentity gave still stand; without any,
             # its watchers wait, and an empty copy dated long ago makes the

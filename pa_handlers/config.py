@@ -9,6 +9,8 @@ that names the key, and Kamailio refuses to start.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 import string
 import urllib.parse
 from typing import Any
@@ -63,6 +65,10 @@ class Settings:
     xcap_timeout: float = 2.0
     xcap_auth: str = "digest"
     xcap_nonce_secret: str = ""
+    # Who may read the Prometheus metrics at /metrics of the HTTP listener
+    # that XCAP clients reach too: addresses and networks.
+    metrics_sources: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.1"), ipaddress.ip_network("::1"))
     # The jabber domain: the XMPP gateway (pa_handlers.xmpp_component).
     xmpp_domains: tuple[str, ...] = ()
     xmpp_component: str = ""
@@ -131,6 +137,9 @@ def _host(key: str):
     return check
 
 
+_PATH_TEXT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@/%-]*")
+
+
 def _document_path(value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ConfigError("'xcap_document_path' must be a path starting with /")
@@ -141,6 +150,10 @@ def _document_path(value: Any) -> str:
     if fields - {"xui", "user", "domain"} or not ("xui" in fields or {"user", "domain"} <= fields):
         raise ConfigError("'xcap_document_path' must use {xui}, or {user} and {domain}, and"
                           " no other placeholder")
+    literal = "".join(text for text, _, _, _ in string.Formatter().parse(value))
+    if not _PATH_TEXT.fullmatch(literal):
+        raise ConfigError("'xcap_document_path' may hold only characters of a URL path"
+                          " (%-encode the others)")
     return value
 
 
@@ -168,6 +181,30 @@ def _string(key: str):
         if not isinstance(value, str):
             raise ConfigError(f"'{key}' must be a string, not {value!r}")
         return value
+    return check
+
+
+def _secret(key: str, shortest: int):
+    def check(value: Any) -> str:
+        if value is None or value == "":
+            return ""
+        if not isinstance(value, str) or len(value) < shortest:
+            raise ConfigError(f"'{key}' must be a string of at least {shortest} characters"
+                              " (or left out)")
+        return value
+    return check
+
+
+def _networks(key: str):
+    def check(value: Any) -> tuple:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise ConfigError(f"'{key}' must be a list of addresses or networks, not {value!r}")
+        try:
+            return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+        except ValueError as e:
+            raise ConfigError(f"'{key}': {e}") from None
     return check
 
 
@@ -218,7 +255,8 @@ _CHECKS = {
     "xcap_document_path": _document_path,
     "xcap_timeout": _number("xcap_timeout", 0.1, 30),
     "xcap_auth": _choice("xcap_auth", ("digest", "none")),
-    "xcap_nonce_secret": _string("xcap_nonce_secret"),
+    "xcap_nonce_secret": _secret("xcap_nonce_secret", 16),
+    "metrics_sources": _networks("metrics_sources"),
     "xmpp_domains": _domains("xmpp_domains"),
     "xmpp_component": _host("xmpp_component"),
     "xmpp_component_server": _hostport("xmpp_component_server"),

@@ -15,6 +15,8 @@ every node reports the same cluster-wide numbers.
 
 from __future__ import annotations
 
+import ipaddress
+
 METHODS = ("subscribe", "publish")
 
 # The answers we give (messages.REASONS) get a counter each; anything else
@@ -36,6 +38,19 @@ NOTIFY_NOT_SENT = "pa_notify_not_sent"
 
 # The statistic that tells whether the others were declared.
 PROBE = "pa_subscribe_requests"
+
+
+def source_allowed(networks, address: str) -> bool:
+    """Whether a request from `address` (Kamailio's $si) may read the
+    metrics: the HTTP listener is the one XCAP clients reach, so only the
+    metrics_sources setting's addresses may."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
 
 
 def requests(method: str) -> str:

@@ -29,7 +29,7 @@ log = logging.getLogger("pa.store")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Errors after which the same transaction may simply be run again.
 _RETRY_CODES = {1205, 1213, 1180, 1181, 1047, 1317}
@@ -777,6 +777,28 @@ class Store:
                 " WHERE s.presentity = x.owner AND s.event = 'presence')"
                 " ORDER BY x.fetched_at LIMIT %s", (before, auid, limit))
             return [row[0] for row in cur.fetchall()]
+        return self.db.run(work)
+
+    def first_nonce_use(self, nonce: str, nc: int, expires_at: int, now: int) -> bool:
+        """Record that (nonce, nc) proved a request; False when it already
+        had (a replay).  Expired records go at the same time, so the table
+        holds only live nonces (a replay of an expired one is stale anyway)."""
+        def work(cur):
+            _, inserted = batch(
+                cur, ("DELETE FROM pa_xcap_nonce WHERE expires_at < %s", (now,)),
+                ("INSERT IGNORE INTO pa_xcap_nonce (nonce, nc, expires_at) VALUES (%s, %s, %s)",
+                 (nonce, nc, expires_at)))
+            return inserted.rowcount == 1
+        return self.db.run(work)
+
+    def shared_secret(self, name: str, new: str) -> str:
+        """The secret `name` every node shares: `new` if this is the first
+        process to ask, else the one stored before."""
+        def work(cur):
+            _, row = batch(cur, ("INSERT IGNORE INTO pa_secret (name, value) VALUES (%s, %s)",
+                                 (name, new)),
+                           ("SELECT value FROM pa_secret WHERE name = %s", (name,)))
+            return row.rows[0][0]
         return self.db.run(work)
 
     def ha1(self, user: str, realm: str) -> str | None:

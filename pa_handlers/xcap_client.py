@@ -9,7 +9,6 @@ import dataclasses
 import http.client
 import logging
 import time
-import urllib.parse
 
 log = logging.getLogger("pa.xcap")
 
@@ -44,7 +43,8 @@ class XcapClient:
         started = self.clock()
         try:
             headers = {"If-None-Match": f'"{etag}"'} if etag else {}
-            conn.request("GET", urllib.parse.quote(path, safe="/:@%"), headers=headers)
+            # The path comes %-encoded (authorization.document_path).
+            conn.request("GET", path, headers=headers)
             response = conn.getresponse()
             body = response.read(MAX_DOCUMENT_BYTES + 1)
             if self.clock() - started > self.timeout:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import re
 import secrets
 from typing import Callable
 
 from . import presrules
 from .authorization import PRES_RULES, owner_of, path_pattern
 from .config import Settings
-from .digest import Digest
+from .digest import Digest, WrongTarget
 from .messages import Notify
 from .store import Store
 
@@ -30,6 +31,10 @@ log = logging.getLogger("pa.xcap")
 
 XCAP_ERROR = "application/xcap-error+xml"
 ERROR_NS = "urn:ietf:params:xml:ns:xcap-error"
+# pa_secret's name of the secret signing digest nonces.
+NONCE_SECRET = "xcap_nonce"
+# A request-target as RFC 3986 allows it: visible ASCII, nothing else.
+_REQUEST_TARGET = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,11 +91,22 @@ class XcapServer:
         self.clock = clock
         self.reauthorize = reauthorize
         self.pattern = path_pattern(settings.xcap_document_path)
-        secret = settings.xcap_nonce_secret or f"pa-xcap:{settings.db_url.password}:" \
-            f"{settings.db_url.database}"
-        self.digest = Digest(hashlib.sha256(secret.encode()).digest())
+        self._digest: Digest | None = None
+
+    @property
+    def digest(self) -> Digest:
+        # Nonces are signed with xcap_nonce_secret, or else with a random
+        # secret the first node created in the database: never one derived
+        # from a credential, for every 401 would test guesses of it offline.
+        if self._digest is None:
+            secret = self.settings.xcap_nonce_secret or self.store.shared_secret(
+                NONCE_SECRET, secrets.token_hex(32))
+            self._digest = Digest(hashlib.sha256(secret.encode()).digest())
+        return self._digest
 
     def handle(self, req: HttpRequest) -> tuple[HttpReply, list[Notify]]:
+        if not _REQUEST_TARGET.fullmatch(req.path):
+            return _error(400, "Bad Request"), []
         match = self.pattern.match(req.path.partition("?")[0])
         owner = owner_of(match) if match else None
         if owner is None:
@@ -110,8 +126,12 @@ class XcapServer:
         if self.settings.xcap_auth == "none":
             return None
         realm = owner.rpartition("@")[2]
-        user, stale = self.digest.verify(req.headers.get("authorization"), req.method, realm,
-                                         self.store.ha1, self.clock())
+        try:
+            user, stale = self.digest.verify(req.headers.get("authorization"), req.method,
+                                             req.path, realm, self.store.ha1, self.clock(),
+                                             self._first_use)
+        except WrongTarget:
+            return _error(400, "Bad Request")
         if user is None:
             return _error(401, "Unauthorized",
                           ("WWW-Authenticate", self.digest.challenge(realm, self.clock(), stale)))
@@ -119,6 +139,9 @@ class XcapServer:
             log.info("XCAP %s of %s refused to %s@%s", req.method, owner, user, realm)
             return _error(403, "Forbidden")
         return None
+
+    def _first_use(self, nonce: str, nc: int, expiry: int) -> bool:
+        return self.store.first_nonce_use(nonce, nc, expiry, int(self.clock()))
 
     def _get(self, req: HttpRequest, owner: str) -> HttpReply:
         doc = self.store.xcap_document(owner, PRES_RULES)

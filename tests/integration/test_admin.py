@@ -1,7 +1,6 @@
 """pa-admin against a real database, beside a real Kamailio that carries
 out what needs SIP (watchers are told at once)."""
 
-import glob
 import json
 import os
 import shutil
@@ -14,12 +13,10 @@ import yaml
 from conftest import settings
 from harness import ROOT, Kamailio, ScratchDatabase
 from helpers import pidf_body
+from pa_handlers import schema
 from pa_handlers.store import SCHEMA_VERSION
 from sipua import SipUA, rand
 
-# What `db upgrade` applies to an empty database: every file of sql/.
-SCHEMA_FILES = ["applied " + os.path.basename(path)
-                for path in sorted(glob.glob(os.path.join(ROOT, "sql", "[0-9]*.sql")))]
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +177,11 @@ def test_an_unreachable_database_is_a_clear_error(kamailio, tmp_path):
     assert "p@" not in r.stderr  # the password stays out of the message
 
 
+def applied_schema_files() -> list[str]:
+    """What `pa-admin db upgrade` says for an empty database: each of sql/."""
+    return [f"applied {os.path.basename(path)}" for _, path in schema.files()]
+
+
 def test_db_upgrade_builds_a_database_kamailio_runs_on(tmp_path):
     db = ScratchDatabase(schema=False)
     config = tmp_path / "pa.yaml"
@@ -189,11 +191,13 @@ def test_db_upgrade_builds_a_database_kamailio_runs_on(tmp_path):
 
         def run(*args):
             return admin(k, *args, config=str(config))
-        assert run("db", "upgrade", "--kamailio-tables").stdout.split("\n")[:-1] == \
-            SCHEMA_FILES + ["applied standard-create.sql", "applied usrloc-create.sql",
-                            "applied auth_db-create.sql"]
-        assert json.loads(run("--json", "db", "version").stdout) == \
-            {"schema": SCHEMA_VERSION, "known": SCHEMA_VERSION}
+        ours = applied_schema_files()
+        assert ours[0] == "applied 001_schema.sql"
+        assert run("db", "upgrade", "--kamailio-tables").stdout.split("\n")[:-1] == ours + [
+            "applied standard-create.sql", "applied usrloc-create.sql",
+            "applied auth_db-create.sql"]
+        assert json.loads(run("--json", "db", "version").stdout) == {
+            "schema": SCHEMA_VERSION, "known": SCHEMA_VERSION}
         assert run("db", "upgrade", "--kamailio-tables").stdout == "schema up to date\n"
         k.start()
         try:
@@ -220,6 +224,6 @@ def test_the_installed_command_upgrades_a_database(tmp_path):
                            capture_output=True, text=True, cwd="/", timeout=30,
                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
         assert r.returncode == 0, r.stderr
-        assert r.stdout.split("\n")[:-1] == SCHEMA_FILES
+        assert r.stdout.split("\n")[:-1] == applied_schema_files()
     finally:
         db.drop()

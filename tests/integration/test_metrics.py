@@ -2,6 +2,7 @@
 stats.get_statistics` (module ctl) and Prometheus (xhttp_prom) of
 kamailio.cfg.sample."""
 
+import http.client
 import urllib.request
 
 from helpers import pidf_body, wait_until
@@ -100,3 +101,20 @@ def test_prometheus_reads_them_at_metrics(kamailio, ua, presentity):
                   if line.startswith("kamailio_script_pa_"))
     assert int(values["kamailio_script_pa_subscribe_requests"]) >= 1
     assert "kamailio_script_pa_subscriptions_active" in values
+
+
+def test_metrics_are_only_for_the_configured_sources(kamailio):
+    """/metrics shares the port XCAP clients reach: by default only
+    127.0.0.1 and ::1 read it (127.0.0.2 is loopback too, but not listed)."""
+    def get(source):
+        conn = http.client.HTTPConnection(*kamailio.address, timeout=5,
+                                          source_address=(source, 0))
+        try:
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+    status, body = get("127.0.0.2")
+    assert status == 403 and b"kamailio_script_pa_" not in body
+    assert get("127.0.0.1")[0] == 200

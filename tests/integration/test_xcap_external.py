@@ -2,15 +2,17 @@
 plain Python HTTP server serving fixed pres-rules, a slow one, a dead one."""
 
 import http.server
+import posixpath
 import threading
 import time
+import urllib.parse
 
 import pytest
 
 from conftest import settings
 from harness import Kamailio, free_port
 from helpers import wait_until
-from sipua import SipUA
+from sipua import SipUA, rand
 
 CP = "urn:ietf:params:xml:ns:common-policy"
 PR = "urn:ietf:params:xml:ns:pres-rules"
@@ -26,7 +28,8 @@ def ruleset(handling: str) -> bytes:
 
 class XcapServer:
     """Serves documents[path] = (etag, body); counts requests; `delay`
-    seconds before answering."""
+    seconds before answering.  Like many servers it looks a path up %-decoded
+    and with its dot segments resolved (RFC 3986 5.2.4)."""
 
     def __init__(self):
         self.documents: dict[str, tuple[str, bytes]] = {}
@@ -38,7 +41,7 @@ class XcapServer:
             def do_GET(self):
                 server.requests.append((self.path, self.headers.get("If-None-Match", "")))
                 time.sleep(server.delay)
-                doc = server.documents.get(self.path)
+                doc = server.documents.get(resolved(self.path))
                 if doc is None:
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
@@ -68,6 +71,10 @@ class XcapServer:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def resolved(path: str) -> str:
+    return posixpath.normpath(urllib.parse.unquote(path))
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +187,24 @@ def test_rules_that_could_not_be_fetched_are_fetched_again(server, watcher, pres
     # The per-process pause after a failure is 10 s; refresh time 2 s.
     n = a.wait_notify(d.call_id, 2, timeout=20)
     assert n.subscription_state()[0] == "active"
+
+
+@pytest.mark.parametrize("user", [
+    # Decoded by the SIP parser: '/' in the user, refused.
+    "..%2f..%2f..%2f..%2f..%2fxcap-root%2fpres-rules%2fusers%2fsip%3a{victim}",
+    # Still %2f once decoded: must reach the server as one segment.
+    "..%252f..%252f..%252f..%252f..%252fxcap-root%252fpres-rules%252fusers%252fsip%253a{victim}",
+])
+def test_a_presentity_name_cannot_walk_the_xcap_server(server, watcher, user):
+    """A crafted Request-URI user must not make the client fetch another
+    path (the victim's rules, cached as the crafted presentity's)."""
+    victim = f"v{rand(8)}@127.0.0.1"
+    server.documents[path(f"sip:{victim}")] = ("v1", ruleset("allow"))
+    seen = len(server.requests)
+    a = watcher("heidi")
+    r, d = a.subscribe(f"sip:{user.format(victim=victim.split('@')[0])}@127.0.0.1")
+    if r.status == 200:
+        assert a.wait_notify(d.call_id).subscription_state()[0] == "pending"
+    else:
+        assert 400 <= r.status < 500
+    assert path(f"sip:{victim}") not in [resolved(p) for p, _ in server.requests[seen:]]

@@ -1,5 +1,6 @@
 import pytest
 
+from pa_handlers import metrics
 from pa_handlers.config import ConfigError, load_settings, settings_from_mapping
 
 URL = "mysql://pa:secret@db.example.org:3307/presence"
@@ -75,3 +76,31 @@ def test_file_errors_name_the_file(tmp_path):
     path.write_text(f"db_url: {URL}\nbogus: 1\n")
     with pytest.raises(ConfigError, match=r"pa\.yaml: unknown key 'bogus'"):
         load_settings(str(path))
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"xcap_nonce_secret": "short"}, "xcap_nonce_secret"),
+    ({"xcap_nonce_secret": 12345678901234567}, "xcap_nonce_secret"),
+    ({"metrics_sources": "127.0.0.1"}, "metrics_sources"),
+    ({"metrics_sources": ["localhost"]}, "metrics_sources"),
+    ({"xcap_document_path": "/xcap root/{xui}"}, "xcap_document_path"),
+    ({"xcap_document_path": "/x?y={xui}"}, "xcap_document_path"),
+])
+def test_bad_xcap_and_metrics_settings_name_the_key(data, key):
+    with pytest.raises(ConfigError) as e:
+        settings_from_mapping({"db_url": URL, **data})
+    assert key in str(e.value)
+
+
+def test_metrics_go_to_loopback_unless_told_otherwise():
+    default = settings_from_mapping({"db_url": URL}).metrics_sources
+    assert metrics.source_allowed(default, "127.0.0.1")
+    assert metrics.source_allowed(default, "::1")
+    assert metrics.source_allowed(default, "[::ffff:127.0.0.1]")
+    assert not metrics.source_allowed(default, "127.0.0.2")
+    assert not metrics.source_allowed(default, "192.0.2.7")
+    assert not metrics.source_allowed(default, "")
+    chosen = settings_from_mapping({"db_url": URL, "metrics_sources": ["10.1.0.0/16", "::1"]})
+    assert metrics.source_allowed(chosen.metrics_sources, "10.1.200.3")
+    assert not metrics.source_allowed(chosen.metrics_sources, "127.0.0.1")
+    assert settings_from_mapping({"db_url": URL, "metrics_sources": []}).metrics_sources == ()
