@@ -74,7 +74,6 @@ class Compositor:
             refused.detail = refusal
             refused.presentity = presentity
             return refused
-        publisher = _publisher(req, ctx)
         expires = granted_expires(req, self.settings, self.settings.max_publish_expiration)
         if isinstance(expires, Outcome):
             return expires
@@ -103,6 +102,7 @@ class Compositor:
     def _change(self, req: SipRequest, ctx: Context, key: tuple[str, str, str], now: int,
                 parts: pidf.Parts | None, if_match: str | None, expires: int) -> Outcome:
         presentity = key[0]
+        publisher = _publisher(req, ctx)
         compose = composer(presentity, self.settings, refuse=True)
         etag = new_etag()
         evicted = 0
