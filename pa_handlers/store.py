@@ -3,9 +3,13 @@
 State lives in MySQL/MariaDB so that every Kamailio process, every node and
 a restarted server see the same truth.  Each Kamailio process is single
 threaded and owns one connection, opened lazily after the fork and dropped
-on any connection error.  A request that cannot reach the database gets
-StoreUnavailable at once (the caller answers 500 with Retry-After); the
-next request after a short pause tries again, so service resumes by itself.
+on any connection error.  A connection the server closed while it lay idle
+(a database restart) is replaced before it carries a request; one lost
+while it carried one is replaced and the work run again, once, if nothing
+the work sent can have changed the database.  Otherwise a request that
+cannot reach the database gets StoreUnavailable at once (the caller answers
+500 with Retry-After); the next request tries again, after a short pause
+when the server could not be reached, so service resumes by itself.
 
 Every statement is parameterised.  Multi-step changes run in one
 transaction, retried when the server reports a deadlock, a lock wait
@@ -16,9 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib
 import logging
 import os
 import secrets
+import select
 import time
 from typing import Callable, TypeVar
 
@@ -35,6 +41,10 @@ SCHEMA_VERSION = 1
 _RETRY_CODES = {1205, 1213, 1180, 1181, 1047, 1317}
 # Server errors that mean the connection or the server is going away.
 _GONE_CODES = {1053, 1077, 1078, 1079, 1080, 1152, 1153, 1927, 4031}
+# The connection broke under a query (client errors: server gone away, lost
+# during the query, lost at reading; server: connection killed, client
+# idle too long): a fresh one may do better.
+_LOST_CODES = {2006, 2013, 2055, 1927, 4031}
 _RETRIES = 3
 _MULTI_STATEMENTS = 1 << 16     # CLIENT_MULTI_STATEMENTS of the MySQL protocol
 
@@ -59,12 +69,59 @@ class _Driver:
         self.Error = module.MySQLError
         self.OperationalError = module.OperationalError
         self.InterfaceError = module.InterfaceError
+        self.Cursor = _recording(importlib.import_module(module.__name__ + ".cursors").Cursor)
 
     def ping(self, conn) -> None:
         if self.name == "pymysql":
             conn.ping(reconnect=False)
         else:
             conn.ping()
+
+    def fileno(self, conn) -> int:
+        return conn._sock.fileno() if self.name == "pymysql" else conn.fileno()
+
+
+def _recording(base):
+    """The driver's cursor, remembering the SQL it sent (`sent`): after a
+    lost connection, Database.run tells from it whether the work may
+    have changed the database.  A subclass, not a wrapper: nothing on the
+    path of a query costs more than one list append."""
+    class RecordingCursor(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.sent: list[str] = []
+
+        def execute(self, query, args=None):
+            self.sent.append(query)
+            return super().execute(query, args)
+
+        def executemany(self, query, args):
+            self.sent.append(query)
+            return super().executemany(query, args)
+    return RecordingCursor
+
+
+def may_have_changed(sent: list[str]) -> bool:
+    """Whether the statements sent before a connection broke may have
+    changed the database: a write outside a transaction commits by
+    itself (autocommit), and a COMMIT may have reached the server however
+    early the connection broke after it was sent.  Reads, and the
+    statements of a transaction whose COMMIT was never sent, change
+    nothing: the server rolls such a transaction back with the
+    connection.  Statements come as batch() joins them (';' at a line
+    end); anything not recognised counts as a change."""
+    in_transaction = False
+    for text in sent:
+        for statement in text.split(";\n"):
+            words = statement.split(None, 2)
+            verb = words[0].upper() if words else ""
+            if verb == "START" and len(words) > 1 and words[1].upper() == "TRANSACTION":
+                in_transaction = True
+            elif verb == "ROLLBACK":
+                in_transaction = False
+            elif verb != "SELECT" and not in_transaction or verb == "COMMIT":
+                return True
+    return False
 
 
 DRIVER = _Driver()
@@ -94,7 +151,15 @@ class DialogResult(enum.Enum):
 
 
 class Database:
-    """One connection per process, reconnected after failures."""
+    """One connection per process, reconnected after failures.
+
+    Not DBUtils (SteadyDB/PersistentDB), though it does the like: SteadyDB
+    runs a statement that failed on a lost connection again on a new one
+    unless begin() told it of a transaction, and our transactions are
+    START TRANSACTION ... COMMIT inside multi-statement batches, so it would
+    send an autocommitted write, or a COMMIT, twice.  It finds dead
+    connections by pinging (a round trip) where one poll(2) does, and
+    Debian 12, whose Python Kamailio embeds, does not package it."""
 
     def __init__(self, url: DatabaseUrl, timeout: float, pause: float = 1.0,
                  clock: Callable[[], float] = time.monotonic):
@@ -132,6 +197,8 @@ class Database:
         self._failed_at = None
         self._pid = os.getpid()
         self._used_at = now
+        self._readable = select.poll()
+        self._readable.register(DRIVER.fileno(conn), select.POLLIN | select.POLLPRI)
         return conn
 
     def connection(self) -> object:
@@ -139,15 +206,32 @@ class Database:
         # children after mod_init, and a shared socket would mix their queries.
         if self._conn is None or self._pid != os.getpid():
             self._conn = self._connect()
-        elif self.clock() - self._used_at > 5.0:
-            # An idle connection may have died with a database restart; a
-            # ping now is cheaper than failing the request it would carry.
-            try:
-                DRIVER.ping(self._conn)
-            except DRIVER.Error:
-                self.discard()
-                self._conn = self._connect()
+        elif self._closed_by_server() or (self.clock() - self._used_at > 5.0
+                                          and not self._answers_ping()):
+            self.discard()
+            self._conn = self._connect()
         return self._conn
+
+    def _closed_by_server(self) -> bool:
+        """Whether the server closed the idle connection (a restart, its
+        wait_timeout, a KILL): with no query outstanding there is then
+        something to read, its last error or the end of the stream.  One
+        poll(2), no round trip, before every use: a request never goes out
+        on a connection already known dead."""
+        try:
+            return bool(self._readable.poll(0))
+        except (OSError, ValueError):
+            return True
+
+    def _answers_ping(self) -> bool:
+        # A connection idle for a while may have lost its server without
+        # being told (a host that went down); a ping now is cheaper than
+        # failing the request it would carry.
+        try:
+            DRIVER.ping(self._conn)
+            return True
+        except DRIVER.Error:
+            return False
 
     def discard(self) -> None:
         conn, self._conn = self._conn, None
@@ -159,11 +243,17 @@ class Database:
 
     def run(self, work: Callable[[object], T]) -> T:
         """Run `work(cursor)`; a transaction it begins (with batch()) is
-        rolled back on failure, and run again after a deadlock."""
+        rolled back on failure, and run again after a deadlock.  When the
+        connection breaks under it, the work runs again on a fresh one,
+        once, if what it sent cannot have changed the database (see
+        may_have_changed) and the server did not merely take too long."""
+        rerun = True
         for attempt in range(_RETRIES):
             conn = self.connection()
+            started = self.clock()
+            cur = None
             try:
-                with conn.cursor() as cur:
+                with conn.cursor(DRIVER.Cursor) as cur:
                     result = work(cur)
                 self._used_at = self.clock()
                 return result
@@ -175,18 +265,38 @@ class Database:
                         continue
                     raise StoreUnavailable(f"database busy: {e}") from None
                 self.discard()
+                if code in _LOST_CODES and rerun and self._may_rerun(cur, started):
+                    rerun = False
+                    continue
                 if code >= 2000 or code in _GONE_CODES:
-                    # Connection lost, timed out, or the server is going away.
-                    self._failed_at = self.clock()
+                    self._pause_after(code, started)
                 raise StoreUnavailable(f"database error: {e}") from None
             except (DRIVER.InterfaceError, OSError) as e:
                 self.discard()
-                self._failed_at = self.clock()
+                if rerun and self._may_rerun(cur, started):
+                    rerun = False
+                    continue
+                self._pause_after(0, started)
                 raise StoreUnavailable(f"database connection lost: {e}") from None
             except BaseException:
                 self._rollback(conn)
                 raise
         raise AssertionError("unreachable")
+
+    def _may_rerun(self, cur, started: float) -> bool:
+        """Whether work whose connection broke may run again: nothing it
+        sent can have changed the database, and the break was not a read
+        timeout (a server that hangs would only hang again)."""
+        return (cur is not None and self.clock() - started < self.timeout
+                and not may_have_changed(cur.sent))
+
+    def _pause_after(self, code: int, started: float) -> None:
+        """Fail fast for a moment when the server is going away or hangs
+        (it said so, or did not answer within db_timeout); a connection
+        that merely broke is reopened by the next request."""
+        going_away = code in _GONE_CODES and code not in _LOST_CODES
+        if going_away or self.clock() - started >= self.timeout:
+            self._failed_at = self.clock()
 
     def _rollback(self, conn) -> None:
         try:
