@@ -121,13 +121,6 @@ def _entry(failure_code=None):
     return wrap
 
 
-# NOTIFYs in flight, in Kamailio's shared memory (module htable): the
-# sending node's view of its NOTIFY transactions, like tm's own.  Key
-# "CSeq Call-ID" (what a reply carries), value "our-tag watcher-tag";
-# Call-IDs and tags hold no spaces (RFC 3261 25.1).
-IN_FLIGHT = "pa_notify"
-
-
 def _message() -> bytes:
     try:
         return KSR.pv.get("$mb").encode("utf-8")
@@ -191,7 +184,6 @@ class PresenceAgentKemi:
         self._agent = None
         self._pid = None
         self._local_sockets = {}
-        self._tracking = not settings.ignore_408_on_notify
         self.stats = _Statistics()
         self._next_gauges = 0.0
 
@@ -262,34 +254,21 @@ class PresenceAgentKemi:
 
     @_entry()
     def handle_notify_reply(self, msg=None):
-        """Call from the reply route: the answers to our NOTIFYs."""
+        """Call from the reply route: the answers to our NOTIFYs.  The
+        reply route sees every reply that arrives; only one that belongs
+        to a transaction of this node (tm matched its Via branch) is
+        passed on, and the store acts on it only if it answers the NOTIFY
+        in flight: a forged or stray answer changes nothing."""
         if KSR.pv.get("$rm") != "NOTIFY":
             return 1
         code = int(KSR.pv.get("$rs"))
-        if code < 200:
+        if code < 200 or KSR.tm.t_check_trans() < 0:
             return 1
         self.stats.add(metrics.notify_answer(code))
-        call_id = KSR.pv.get("$ci")
-        if self._tracking:
-            KSR.htable.sht_rm(IN_FLIGHT, "%s %s" % (KSR.pv.get("$cs"), call_id))
-        if code >= 300:
-            # Our NOTIFY's From tag is our tag, its To tag the watcher's.
-            dialog = (call_id, KSR.pv.get("$ft"), KSR.pv.get("$tt"))
-            for notify in self.agent.handle_notify_reply(dialog, code):
-                self._send_notify(notify)
-        return 1
-
-    @_entry()
-    def on_htable_event(self, msg=None, evname=None):
-        """htable's expiry of a NOTIFY in flight: it went unanswered."""
-        if evname not in (None, "htable:expired:" + IN_FLIGHT):
-            return 1
-        _, call_id = KSR.pv.get("$shtrecord(key)").split(" ")
-        local_tag, remote_tag = KSR.pv.get("$shtrecord(value)").split(" ")
-        self.stats.add(metrics.NOTIFY_UNANSWERED)
-        # Runs under htable's lock of this slot: send, but track nothing.
-        for notify in self.agent.handle_notify_unanswered((call_id, local_tag, remote_tag)):
-            self._send_notify(notify, track=False)
+        # Our NOTIFY's From tag is our tag, its To tag the watcher's.
+        dialog = (KSR.pv.get("$ci"), KSR.pv.get("$ft"), KSR.pv.get("$tt"))
+        for notify in self.agent.handle_notify_reply(dialog, int(KSR.pv.get("$cs")), code):
+            self._send_notify(notify)
         return 1
 
     @_entry()
@@ -320,6 +299,9 @@ class PresenceAgentKemi:
         """Call every second (rtimer); runs the sweeps every timer_interval."""
         for notify in self.agent.on_timer():
             self._send_notify(notify)
+        unanswered = self.agent.unanswered_notifies()
+        if unanswered:
+            self.stats.add(metrics.NOTIFY_UNANSWERED, unanswered)
         if self.stats.enabled and time.time() >= self._next_gauges:
             self._next_gauges = time.time() + self.settings.timer_interval
             self.stats.set_gauges(self.agent.gauges())
@@ -333,26 +315,12 @@ class PresenceAgentKemi:
         for notify in outcome.notifies:
             self._send_notify(notify)
 
-    def _send_notify(self, notify, track=True):
-        key = None
-        if track and self._tracking:
-            # In flight until its answer; htable reports it if none comes.
-            # Recorded before it leaves: the answer may reach another
-            # process before t_uac_send returns here.
-            call_id, local_tag, remote_tag = notify.dialog
-            key = "%d %s" % (notify.cseq, call_id)
-            if KSR.htable.sht_setxs(IN_FLIGHT, key, "%s %s" % (local_tag, remote_tag),
-                                    self.settings.notify_timeout) < 0:
-                log.error("htable %s missing: unanswered NOTIFYs go unnoticed; define it as"
-                          " kamailio.cfg.sample does", IN_FLIGHT)
-                self._tracking = False
-                key = None
+    def _send_notify(self, notify):
+        # In flight in the database until its answer or notify_timeout.
         socket = notify.socket if self._is_local(notify.socket) else ""
         rc = KSR.tm.t_uac_send("NOTIFY", notify.ruri, notify.nexthop, socket,
                                notify.headers, notify.body)
         if rc < 0:
-            if key is not None:
-                KSR.htable.sht_rm(IN_FLIGHT, key)
             self.stats.add(metrics.NOTIFY_NOT_SENT)
             log.warning("NOTIFY to %s (call-id=%s cseq=%d) could not be sent",
                         notify.ruri, notify.call_id, notify.cseq)

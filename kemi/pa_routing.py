@@ -99,10 +99,6 @@ class PresenceRouting:
             return 1
         return self.pa.handle_xcap(msg)
 
-    def ksr_htable_event(self, msg, evname=None):
-        # htable:expired:pa_notify, a NOTIFY nobody answered.
-        return self.pa.on_htable_event(msg, evname)
-
     def ksr_registrar_event(self, msg, evname=None):
         # usrloc:contact-expired
         return self.pa.on_contact_expired(msg, evname)

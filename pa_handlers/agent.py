@@ -37,6 +37,7 @@ class PresenceAgent:
         self.registrations = Registrations(self.notifier)
         self.xcap = XcapServer(settings, store, clock, self.notifier.reauthorize)
         self._next_sweep = 0.0
+        self._unanswered = 0
 
     def handle_subscription(self, message: bytes, ctx: Context, domain: str) -> Outcome:
         return self._guard("handle_subscription", domain, message,
@@ -56,21 +57,23 @@ class PresenceAgent:
         return self._guard_event("handle_binding_expired", domain,
                                  lambda: self.registrations.binding_expired(domain, aor, key))
 
-    def handle_notify_reply(self, dialog: tuple[str, str, str], code: int) -> list[Notify]:
-        """A final answer to one of our NOTIFYs."""
+    def handle_notify_reply(self, dialog: tuple[str, str, str], cseq: int,
+                            code: int) -> list[Notify]:
+        """A final answer to our NOTIFY with CSeq `cseq` (Call-ID, our tag,
+        the watcher's tag); one that answers no NOTIFY in flight changes
+        nothing."""
         try:
-            return self.notifier.notify_answered(dialog, code)
+            return self.notifier.notify_answered(dialog, cseq, code)
         except StoreUnavailable as e:
+            # The NOTIFY stays in flight until its deadline: nothing is lost.
             log.warning("answer %d to NOTIFY (call-id=%s) not recorded: %s", code, dialog[0], e)
             return []
 
-    def handle_notify_unanswered(self, dialog: tuple[str, str, str]) -> list[Notify]:
-        """A NOTIFY that got no answer within notify_timeout."""
-        try:
-            return self.notifier.notify_unanswered(dialog)
-        except StoreUnavailable as e:
-            log.warning("unanswered NOTIFY (call-id=%s) not handled: %s", dialog[0], e)
-            return []
+    def unanswered_notifies(self) -> int:
+        """How many NOTIFYs the timers found unanswered since the last
+        call (for the statistics)."""
+        count, self._unanswered = self._unanswered, 0
+        return count
 
     def handle_xcap(self, req: HttpRequest) -> tuple[HttpReply, list[Notify]]:
         """An HTTP request for the built-in XCAP server."""
@@ -93,6 +96,9 @@ class PresenceAgent:
             return notifies
         self._next_sweep = now + self.settings.timer_interval
         notifies += self.notifier.expire_subscriptions()
+        unanswered, count = self.notifier.notify_unanswered()
+        notifies += unanswered
+        self._unanswered += count
         notifies += self.compositor.expire_publications(self.registrations.on_expiry)
         notifies += self.notifier.refresh_rules()
         return notifies

@@ -40,6 +40,10 @@ class Notifier:
     def now(self) -> int:
         return int(self.clock())
 
+    def deadline(self) -> int:
+        """When a NOTIFY sent now counts as unanswered."""
+        return self.now() + self.settings.notify_timeout
+
     # -- SUBSCRIBE ------------------------------------------------------
 
     def subscribe(self, req: SipRequest, ctx: Context, domain: str) -> Outcome:
@@ -104,11 +108,11 @@ class Notifier:
             state = subscription_state(sub.status, expires)
         if event.package == WINFO:
             if expires:
-                self.store.add_subscription(sub, now)
+                self.store.add_subscription(sub, now, self.deadline())
             outcome.notifies.append(self._winfo_full(sub, state))
         else:
             if expires:
-                document, watched = self.store.add_subscription(sub, now, WINFO)
+                document, watched = self.store.add_subscription(sub, now, self.deadline(), WINFO)
             else:
                 document, watched = self.store.document_and_watchers(
                     (presentity, domain, PRESENCE), WINFO)
@@ -122,6 +126,7 @@ class Notifier:
         return outcome
 
     def _in_dialog(self, req, ctx, event, dialog, cseq, expires: int) -> Outcome:
+        notify = True   # the final NOTIFY of an unsubscription goes out at once
         if expires == 0:
             result, sub, document = self.store.remove_subscription(dialog, event.package,
                                                                    event.id, cseq)
@@ -134,9 +139,11 @@ class Notifier:
                     return reply(406)
                 content_type = pidf.sent_as(content_type)
             remote_target = _contact(req, required=False)
-            result, sub, document = self.store.refresh_subscription(
+            # With a NOTIFY in flight, the refresh's NOTIFY follows its
+            # answer (the subscription is marked dirty).
+            result, sub, document, notify = self.store.refresh_subscription(
                 dialog, event.package, event.id, cseq, self.now() + expires,
-                remote_target, content_type)
+                remote_target, content_type, self.deadline())
             state = subscription_state(sub.status, expires) if sub else ""
         if result is DialogResult.UNKNOWN:
             return reply(481)
@@ -144,9 +151,9 @@ class Notifier:
             # RFC 3261 12.2.2: a CSeq lower than the last one is an error.
             return reply(500, reason="Server Internal Error (CSeq Out Of Order)")
         outcome = self._ok(ctx, expires)
-        if sub.event == WINFO:
+        if notify and sub.event == WINFO:
             outcome.notifies.append(self._winfo_full(sub, state))
-        else:
+        elif notify:
             outcome.notifies.append(self._notify(sub, sub.local_cseq, state, document))
             if expires == 0:
                 outcome.notifies += self.winfo_changed(
@@ -154,6 +161,8 @@ class Notifier:
                     [winfo.entry(sub, winfo.TIMEOUT, self.now(), TERMINATED)])
         outcome.detail = (f"{sub.event}, refresh, expires {expires}" if expires
                           else f"{sub.event}, unsubscribe")
+        if not notify:
+            outcome.detail += ", NOTIFY after the one in flight"
         outcome.presentity, outcome.watcher = sub.presentity, sub.watcher
         return outcome
 
@@ -183,10 +192,11 @@ class Notifier:
 
     def fan_out(self, key: tuple[str, str, str]) -> list[Notify]:
         """NOTIFYs with the presentity's new document to its active
-        watchers; each format and view is rendered once, not once per
+        watchers (those with a NOTIFY in flight get the newest state after
+        its answer); each format and view is rendered once, not once per
         watcher."""
         try:
-            subs, document = self.store.watchers_to_notify(key, self.now())
+            subs, document = self.store.watchers_to_notify(key, self.now(), self.deadline())
         except StoreUnavailable as e:
             log.warning("watchers of %s not notified: %s", key[0], e)
             return []
@@ -205,11 +215,13 @@ class Notifier:
     def winfo_changed(self, domain: str, presentity: str, entries: list[winfo.WatcherEntry],
                       known_watched: bool = False) -> list[Notify]:
         """Partial watcher-info NOTIFYs to those who watch the presentity's
-        watcher list."""
+        watcher list (those with a NOTIFY in flight get the whole list
+        after its answer)."""
         try:
             if not known_watched and not self.store.watched([(presentity, domain)], WINFO):
                 return []
-            subs, _ = self.store.watchers_to_notify((presentity, domain, WINFO), self.now())
+            subs, _ = self.store.watchers_to_notify((presentity, domain, WINFO), self.now(),
+                                                    self.deadline())
         except StoreUnavailable as e:
             log.warning("watcher-info of %s not sent: %s", presentity, e)
             return []
@@ -267,7 +279,8 @@ class Notifier:
                     winfo.entry(ended, event, now, TERMINATED))
                 log.info("watcher %s of %s: %s", sub.watcher, presentity, reason)
                 continue
-            moved = self.store.reauthorize_subscription(sub, new.status, new.permissions, now)
+            moved = self.store.reauthorize_subscription(sub, new.status, new.permissions,
+                                                        self.deadline())
             if moved is None:
                 continue
             updated, document = moved
@@ -306,25 +319,65 @@ class Notifier:
         return notifies + self._winfo_for_ended(ended, winfo.DEACTIVATED)
 
     # -- answers to our NOTIFYs -------------------------------------------
+    #
+    # Each subscription has at most one NOTIFY in flight, across processes
+    # and nodes (the store keeps it with the subscription): a change while
+    # one is in flight marks the subscription dirty, and the answer, or the
+    # NOTIFY's deadline, sends the newest state.  So a watcher always ends
+    # with the newest state, a burst of changes costs a slow watcher one
+    # NOTIFY (RFC 3856 6.4), and a watcher that never answers costs one
+    # transaction, not one per change.  Only an answer to the NOTIFY in
+    # flight acts: any other (a late or forged one) changes nothing.
 
-    def notify_answered(self, dialog: tuple[str, str, str], code: int) -> list[Notify]:
-        """A final answer to one of our NOTIFYs.  A success costs nothing;
-        481 and 404 (and 408) mean the watcher is gone (RFC 6665 4.2.2)."""
-        if code < 300:
-            return []
+    def notify_answered(self, dialog: tuple[str, str, str], cseq: int,
+                        code: int) -> list[Notify]:
+        """A final answer to our NOTIFY with CSeq `cseq`.  481 and 404 (and
+        408) mean the watcher is gone (RFC 6665 4.2.2); any other ends the
+        wait, and a dirty subscription gets its newest state."""
         if code in (404, 481) or (code == 408 and not self.settings.ignore_408_on_notify):
-            return self._watcher_gone(dialog, f"NOTIFY answered {code}")
-        self.store.notify_failed(dialog, code)
-        return []
+            return self._watcher_gone(self.store.drop_answered(dialog, cseq),
+                                      f"NOTIFY answered {code}")
+        changed = self.store.notify_answered(dialog, cseq, code if code >= 300 else None,
+                                             self.deadline())
+        return [self._newest(*changed)] if changed else []
 
-    def notify_unanswered(self, dialog: tuple[str, str, str]) -> list[Notify]:
-        """A NOTIFY got no answer within notify_timeout (Timer F)."""
-        if self.settings.ignore_408_on_notify:
-            return []
-        return self._watcher_gone(dialog, "NOTIFY unanswered")
+    def notify_unanswered(self) -> tuple[list[Notify], int]:
+        """The NOTIFYs in flight past notify_timeout (Timer F).  The first
+        of a subscription to go unanswered is sent again with the newest
+        state, for its answer may have been lost with the node that sent
+        it (a restart, a crash); when that one goes unanswered too, the
+        subscription ends (RFC 6665 4.2.2).  With ignore_408_on_notify a
+        subscription only stops waiting, and gets what changed meanwhile.
+        Bounded batches, like the expiries.  Returns the NOTIFYs and how
+        many went unanswered."""
+        notifies: list[Notify] = []
+        count = 0
+        end = not self.settings.ignore_408_on_notify
+        try:
+            for _ in range(TIMER_MAX_BATCHES):
+                claimed, gone, again = self.store.claim_unanswered(self.now(), TIMER_BATCH, end,
+                                                                   self.deadline())
+                count += claimed
+                for sub in gone:
+                    notifies += self._watcher_gone(sub, "NOTIFY unanswered")
+                notifies += [self._newest(sub, document) for sub, document in again]
+                if claimed < TIMER_BATCH:
+                    break
+        except StoreUnavailable as e:
+            warn_outage(log, "unanswered NOTIFYs", e)
+        return notifies, count
 
-    def _watcher_gone(self, dialog: tuple[str, str, str], why: str) -> list[Notify]:
-        sub = self.store.drop_subscription(dialog)
+    def _newest(self, sub: Subscription, document: bytes | None) -> Notify:
+        """The NOTIFY with a subscription's newest state, after changes that
+        waited for the answer to the previous one: presence the whole
+        document, watcher information the whole list (partial updates
+        would leave out what was coalesced)."""
+        state = subscription_state(sub.status, sub.expires_at - self.now())
+        if sub.event == WINFO:
+            return self._winfo_full(sub, state)
+        return self._notify(sub, sub.local_cseq, state, document)
+
+    def _watcher_gone(self, sub: Subscription | None, why: str) -> list[Notify]:
         if sub is None:
             return []
         log.info("subscription of %s to %s ended: %s (call-id=%s)",

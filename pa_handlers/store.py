@@ -35,7 +35,7 @@ log = logging.getLogger("pa.store")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Errors after which the same transaction may simply be run again.
 _RETRY_CODES = {1205, 1213, 1180, 1181, 1047, 1317}
@@ -336,6 +336,10 @@ _INSERT_COLS = [c for c in SUBSCRIPTION_COLUMNS if c != "id"]
 _INSERT_SUBSCRIPTION = ("INSERT INTO pa_subscription (" + ", ".join(_INSERT_COLS)
                         + ", created_at) VALUES (" + ", ".join(["%s"] * (len(_INSERT_COLS) + 1))
                         + ")")
+# A new subscription, in flight until its first NOTIFY is answered.
+_INSERT_IN_FLIGHT = ("INSERT INTO pa_subscription (" + ", ".join(_INSERT_COLS)
+                     + ", created_at, notify_deadline) VALUES ("
+                     + ", ".join(["%s"] * (len(_INSERT_COLS) + 2)) + ")")
 _SUB_COLS_S = ", ".join("s." + c for c in SUBSCRIPTION_COLUMNS)
 _N_SUB = len(SUBSCRIPTION_COLUMNS)
 _DIALOG = "call_id = %s AND local_tag = %s AND remote_tag = %s"
@@ -343,6 +347,26 @@ _DIALOG = "call_id = %s AND local_tag = %s AND remote_tag = %s"
 
 def _subscription(row) -> Subscription:
     return Subscription(*row[:_N_SUB])
+
+
+# At most one NOTIFY per subscription is in flight (sql/002): the one with
+# CSeq local_cseq, while notify_deadline is not 0.  _NOTIFY_OR_DIRTY, in the
+# UPDATE of a change, reserves the CSeq of the NOTIFY that tells it (and
+# puts that NOTIFY in flight until the deadline given as its parameter), or,
+# when one is in flight, only marks the subscription dirty: the answer sends
+# the newest state.  Each assignment reads only columns assigned after it,
+# so it means the same whether the server assigns left to right (MySQL's
+# and MariaDB's default) or all at once (SIMULTANEOUS_ASSIGNMENT).
+_NOTIFY_OR_DIRTY = ("notify_dirty = (notify_deadline <> 0),"
+                    " local_cseq = LAST_INSERT_ID(local_cseq + (notify_deadline = 0)),"
+                    " notify_deadline = IF(notify_deadline = 0, %s, notify_deadline)")
+# The answer to the NOTIFY in flight (CSeq, Call-ID and tags given): it is
+# no longer in flight, unless the subscription is dirty, in which case the
+# NOTIFY with the newest state takes its place (CSeq + 1, a new deadline).
+_SETTLE = ("UPDATE pa_subscription SET local_cseq = LAST_INSERT_ID(local_cseq + notify_dirty),"
+           " notify_deadline = IF(notify_dirty, %s, 0), notify_dirty = 0, notify_retry = 0,"
+           " last_notify_code = COALESCE(%s, last_notify_code)"
+           " WHERE " + _DIALOG + " AND local_cseq = %s AND notify_deadline <> 0")
 
 
 def _placeholders(n: int, one: str = "%s") -> str:
@@ -433,16 +457,17 @@ class Store:
 
     # -- subscriptions --------------------------------------------------
 
-    def add_subscription(self, sub: Subscription, now: int,
+    def add_subscription(self, sub: Subscription, now: int, deadline: int,
                          winfo_event: str | None = None) -> tuple[bytes | None, bool]:
         """Store a new subscription whose first NOTIFY (local_cseq) is about
-        to be sent.  With `winfo_event`, also read (after the insert, in the
-        same round trip) the presentity's document and whether anyone
-        watches its watcher list: read after the subscription exists, no
-        concurrent change of the document can fall between this read and
-        its fan-out."""
-        statements = [(_INSERT_SUBSCRIPTION, [getattr(sub, c) for c in _INSERT_COLS] + [now])]
+        to be sent, in flight until `deadline`.  With `winfo_event`, also
+        read (after the insert, in the same round trip) the presentity's
+        document and whether anyone watches its watcher list: read after
+        the subscription exists, no concurrent change of the document can
+        fall between this read and its fan-out."""
         key = (sub.presentity, sub.presence_domain, sub.event)
+        statements = [(_INSERT_IN_FLIGHT, [getattr(sub, c) for c in _INSERT_COLS]
+                       + [now, deadline])]
         if winfo_event:
             statements += [self._select_document(key),
                            self._select_watched((key[0], key[1], winfo_event))]
@@ -458,34 +483,36 @@ class Store:
 
     def refresh_subscription(self, dialog: tuple[str, str, str], event: str,
                              event_id: str, remote_cseq: int, expires_at: int,
-                             remote_target: str | None, content_type: str | None
-                             ) -> tuple[DialogResult, Subscription | None, bytes | None]:
+                             remote_target: str | None, content_type: str | None,
+                             deadline: int
+                             ) -> tuple[DialogResult, Subscription | None, bytes | None, bool]:
         """Extend a subscription and reserve the CSeq of the NOTIFY that
-        follows.  The CSeq is taken before the document is read, so the
-        NOTIFY with the highest CSeq always carries the newest document."""
+        follows, unless one is in flight (then the last value is False: the
+        answer to that one sends the newest state).  The CSeq is taken
+        before the document is read, so the NOTIFY with the highest CSeq
+        always carries the newest document."""
         def work(cur):
-            update, select = batch(
-                cur,
+            _, update, select, _ = batch(
+                cur, BEGIN,
                 ("UPDATE pa_subscription SET expires_at = %s,"
                  " remote_target = COALESCE(%s, remote_target),"
-                 " content_type = COALESCE(%s, content_type),"
-                 " remote_cseq = %s, local_cseq = LAST_INSERT_ID(local_cseq + 1)"
+                 " content_type = COALESCE(%s, content_type), remote_cseq = %s, "
+                 + _NOTIFY_OR_DIRTY +
                  " WHERE " + _DIALOG + " AND event = %s AND event_id = %s AND remote_cseq < %s",
-                 (expires_at, remote_target, content_type, remote_cseq,
+                 (expires_at, remote_target, content_type, remote_cseq, deadline,
                   *dialog, event, event_id, remote_cseq)),
-                ("SELECT " + _SUB_COLS_S + ", d.body FROM pa_subscription s"
+                # In the same transaction: notify_dirty as the UPDATE left it.
+                ("SELECT " + _SUB_COLS_S + ", d.body, s.notify_dirty FROM pa_subscription s"
                  " LEFT JOIN pa_document d ON d.presentity = s.presentity"
                  " AND d.presence_domain = s.presence_domain AND d.event = s.event"
                  " WHERE s.call_id = %s AND s.local_tag = %s AND s.remote_tag = %s"
-                 " AND s.event = %s AND s.event_id = %s", (*dialog, event, event_id)))
+                 " AND s.event = %s AND s.event_id = %s", (*dialog, event, event_id)), COMMIT)
             if not select.rows:
-                return DialogResult.UNKNOWN, None, None
+                return DialogResult.UNKNOWN, None, None, False
             if update.rowcount != 1:
-                return DialogResult.STALE, None, None
+                return DialogResult.STALE, None, None, False
             row = select.rows[0]
-            sub = _subscription(row)
-            sub.local_cseq = update.lastrowid
-            return DialogResult.OK, sub, row[_N_SUB]
+            return DialogResult.OK, _subscription(row), row[_N_SUB], not row[_N_SUB + 1]
         return self.db.run(work)
 
     def remove_subscription(self, dialog: tuple[str, str, str], event: str, event_id: str,
@@ -509,21 +536,91 @@ class Store:
             return DialogResult.OK, sub, (doc[0] if doc else None)
         return self.db.run(work)
 
-    def notify_failed(self, dialog: tuple[str, str, str], code: int) -> None:
-        """Record an answer to a NOTIFY that was not a success but does not
-        end the subscription (for operators looking at a watcher)."""
+    def notify_answered(self, dialog: tuple[str, str, str], cseq: int, failure: int | None,
+                        deadline: int) -> tuple[Subscription, bytes | None] | None:
+        """The answer to the NOTIFY in flight with CSeq `cseq`, which does
+        not end the subscription (`failure`: its code, recorded for
+        operators, when not a success).  When the subscription changed
+        meanwhile, returns it with the CSeq of the NOTIFY with its newest
+        state, now in flight until `deadline`, and its document; otherwise
+        (also for an answer to no NOTIFY in flight) None.  One round trip;
+        the document is read only for a dirty subscription."""
         def work(cur):
-            cur.execute("UPDATE pa_subscription SET last_notify_code = %s WHERE " + _DIALOG,
-                        (code, *dialog))
-        self.db.run(work)
+            update, select = batch(
+                cur, (_SETTLE, (deadline, failure, *dialog, cseq)),
+                ("SELECT " + _SUB_COLS_S + ", d.body FROM pa_subscription s"
+                 " LEFT JOIN pa_document d ON d.presentity = s.presentity"
+                 " AND d.presence_domain = s.presence_domain AND d.event = s.event"
+                 " WHERE ROW_COUNT() = 1 AND s.call_id = %s AND s.local_tag = %s"
+                 " AND s.remote_tag = %s AND s.local_cseq = %s", (*dialog, cseq + 1)))
+            if update.rowcount != 1 or update.lastrowid != cseq + 1 or not select.rows:
+                return None
+            row = select.rows[0]
+            return _subscription(row), row[_N_SUB]
+        return self.db.run(work)
 
-    def drop_subscription(self, dialog: tuple[str, str, str]) -> Subscription | None:
-        """End a subscription whose watcher is gone (NOTIFY failed)."""
+    def drop_answered(self, dialog: tuple[str, str, str], cseq: int) -> Subscription | None:
+        """End a subscription whose watcher answered the NOTIFY in flight
+        (CSeq `cseq`) that it is gone; None when no such NOTIFY is in
+        flight (an answer that matches nothing we wait for changes
+        nothing)."""
         def work(cur):
-            cur.execute("DELETE FROM pa_subscription WHERE " + _DIALOG + " RETURNING " + _SUB_COLS,
-                        dialog)
+            cur.execute("DELETE FROM pa_subscription WHERE " + _DIALOG + " AND local_cseq = %s"
+                        " AND notify_deadline <> 0 RETURNING " + _SUB_COLS, (*dialog, cseq))
             row = cur.fetchone()
             return _subscription(row) if row else None
+        return self.db.run(work)
+
+    def claim_unanswered(self, now: int, limit: int, end: bool, deadline: int
+                         ) -> tuple[int, list[Subscription], list[tuple[Subscription, bytes | None]]]:
+        """Up to `limit` subscriptions whose NOTIFY in flight went
+        unanswered past its deadline, each claimed once across processes
+        and nodes (SKIP LOCKED).  Returns how many, those that end, and
+        those that get a NOTIFY with their newest state (with its CSeq, in
+        flight until `deadline`, and their document).  With `end`, a
+        subscription gets that NOTIFY once, for the answer to the first may
+        have been lost with the node that sent it (a restart, a crash), and
+        ends when it goes unanswered too; without, each stops waiting, and
+        gets the NOTIFY only if it changed meanwhile."""
+        def work(cur):
+            _, claimed = batch(cur, BEGIN, (
+                "SELECT " + _SUB_COLS + ", notify_dirty, notify_retry FROM pa_subscription"
+                " WHERE notify_deadline BETWEEN 1 AND %s ORDER BY notify_deadline LIMIT %s"
+                " FOR UPDATE SKIP LOCKED", (now, limit)))
+            rows = [(_subscription(row), row[_N_SUB], row[_N_SUB + 1]) for row in claimed.rows]
+            if not rows:
+                cur.execute("COMMIT")
+                return 0, [], []
+            if end:
+                gone = [s for s, _, retried in rows if retried]
+                again = [s for s, _, retried in rows if not retried]
+            else:
+                gone, again = [], [s for s, dirty, _ in rows if dirty]
+            handled = {s.id for s in gone} | {s.id for s in again}
+            others = [s for s, _, _ in rows if s.id not in handled]
+            statements = []
+            if gone:
+                statements.append(("DELETE FROM pa_subscription WHERE id IN ("
+                                   + _placeholders(len(gone)) + ")", [s.id for s in gone]))
+            if again:
+                statements.append(("UPDATE pa_subscription SET local_cseq = local_cseq + 1,"
+                                   " notify_deadline = %s, notify_dirty = 0, notify_retry = %s"
+                                   " WHERE id IN (" + _placeholders(len(again)) + ")",
+                                   [deadline, int(end)] + [s.id for s in again]))
+            if others:
+                statements.append(("UPDATE pa_subscription SET notify_deadline = 0,"
+                                   " notify_retry = 0 WHERE id IN ("
+                                   + _placeholders(len(others)) + ")", [s.id for s in others]))
+            keys = list(dict.fromkeys((s.presentity, s.presence_domain, s.event) for s in again
+                                      if s.status == "active"))
+            if keys:
+                statements.append(self._select_documents(keys))
+            results = batch(cur, *statements, COMMIT)
+            docs = {tuple(r[:3]): r[3] for r in results[-2].rows} if keys else {}
+            for s in again:
+                s.local_cseq += 1
+            return len(rows), gone, [(s, docs.get((s.presentity, s.presence_domain, s.event)))
+                                     for s in again]
         return self.db.run(work)
 
     def end_subscriptions_of_call(self, call_id: str) -> list[Subscription]:
@@ -565,24 +662,27 @@ class Store:
             return [(s, docs.get((s.presentity, s.presence_domain, s.event))) for s in subs]
         return self.db.run(work)
 
-    def watchers_to_notify(self, key: tuple[str, str, str],
-                           now: int) -> tuple[list[Subscription], bytes | None]:
-        """The active subscriptions of a presentity, each with the CSeq of
-        the NOTIFY about to be sent, and the document to send.  The CSeqs
-        are taken under row locks before the document is read, so the
-        highest CSeq always carries the newest document."""
+    def watchers_to_notify(self, key: tuple[str, str, str], now: int,
+                           deadline: int) -> tuple[list[Subscription], bytes | None]:
+        """The active subscriptions of a presentity that get a NOTIFY now,
+        each with its CSeq (in flight until `deadline`), and the document
+        to send; those with a NOTIFY in flight are marked dirty instead.
+        The CSeqs are taken under row locks before the document is read, so
+        the highest CSeq always carries the newest document."""
         def work(cur):
             _, selected = batch(cur, BEGIN, (
-                "SELECT " + _SUB_COLS + " FROM pa_subscription WHERE presentity = %s"
-                " AND presence_domain = %s AND event = %s AND status = 'active'"
-                " AND expires_at > %s FOR UPDATE", (*key, now)))
-            subs = [_subscription(row) for row in selected.rows]
-            if not subs:
+                "SELECT " + _SUB_COLS + ", notify_deadline FROM pa_subscription"
+                " WHERE presentity = %s AND presence_domain = %s AND event = %s"
+                " AND status = 'active' AND expires_at > %s FOR UPDATE", (*key, now)))
+            if not selected.rows:
                 cur.execute("COMMIT")
                 return [], None
+            rows = [(_subscription(row), row[_N_SUB]) for row in selected.rows]
+            # Locked: the UPDATE finds each row as read.
+            subs = [s for s, in_flight in rows if not in_flight]
             _, doc, _ = batch(
-                cur, ("UPDATE pa_subscription SET local_cseq = local_cseq + 1 WHERE id IN ("
-                      + _placeholders(len(subs)) + ")", [s.id for s in subs]),
+                cur, ("UPDATE pa_subscription SET " + _NOTIFY_OR_DIRTY + " WHERE id IN ("
+                      + _placeholders(len(rows)) + ")", [deadline] + [s.id for s, _ in rows]),
                 self._select_document(key), COMMIT)
             for s in subs:
                 s.local_cseq += 1
@@ -600,20 +700,23 @@ class Store:
         return self.db.run(work)
 
     def reauthorize_subscription(self, sub: Subscription, status: str, permissions: int,
-                                 now: int) -> tuple[Subscription, bytes | None] | None:
+                                 deadline: int) -> tuple[Subscription, bytes | None] | None:
         """Move a subscription to a new status and permissions, if nobody did
         since `sub` was read, reserving the CSeq of the NOTIFY that tells
-        the watcher; returns it with the document to send, or None."""
+        the watcher (in flight until `deadline`); returns it with the
+        document to send, or None (also when a NOTIFY is in flight: its
+        answer tells the watcher)."""
         key = (sub.presentity, sub.presence_domain, sub.event)
 
         def work(cur):
-            update, doc = batch(
-                cur, ("UPDATE pa_subscription SET status = %s, permissions = %s,"
-                      " local_cseq = LAST_INSERT_ID(local_cseq + 1)"
-                      " WHERE id = %s AND status = %s AND permissions = %s",
-                      (status, permissions, sub.id, sub.status, sub.permissions)),
-                self._select_document(key))
-            if update.rowcount != 1:
+            _, update, doc, dirty, _ = batch(
+                cur, BEGIN,
+                ("UPDATE pa_subscription SET status = %s, permissions = %s, " + _NOTIFY_OR_DIRTY
+                 + " WHERE id = %s AND status = %s AND permissions = %s",
+                 (status, permissions, deadline, sub.id, sub.status, sub.permissions)),
+                self._select_document(key),
+                ("SELECT notify_dirty FROM pa_subscription WHERE id = %s", (sub.id,)), COMMIT)
+            if update.rowcount != 1 or dirty.rows[0][0]:
                 return None
             new = dataclasses.replace(sub, status=status, permissions=permissions,
                                       local_cseq=update.lastrowid)

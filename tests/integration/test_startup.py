@@ -7,6 +7,7 @@ import pytest
 
 from conftest import settings
 from harness import Kamailio, ScratchDatabase
+from pa_handlers.store import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +68,15 @@ def test_database_without_schema_stops_kamailio(empty_database):
 
 
 @pytest.mark.parametrize("version, message", [
-    (0, "schema is version 0, this plugin needs 1: run `pa-admin db upgrade`"),
-    (99, "schema is version 99, newer than this plugin knows (1): upgrade the plugin"),
+    (0, f"schema is version 0, this plugin needs {SCHEMA_VERSION}: run `pa-admin db upgrade`"),
+    (99, f"schema is version 99, newer than this plugin knows ({SCHEMA_VERSION}):"
+         " upgrade the plugin"),
 ])
 def test_a_schema_of_another_version_stops_kamailio(version, message):
     db = ScratchDatabase()
     try:
-        db.query("UPDATE pa_schema SET version = %s", (version,))
+        db.query("DELETE FROM pa_schema")
+        db.query("INSERT INTO pa_schema (version) VALUES (%s)", (version,))
         log = _refused(Kamailio(settings(db)))
         assert message in log
         assert "Traceback" not in log

@@ -233,6 +233,11 @@ def test_unanswered_notify_ends_the_subscription(ua, presentity, database):
     ua.wait_notify(d.call_id)
     assert rows(database, d)
     # notify_timeout is 3 s in these tests; the timer runs every second.
+    # The unanswered NOTIFY is sent once more, and when that one goes
+    # unanswered too, the subscription ends.
+    # (UDP brings retransmissions too: look for the CSeq.)
+    wait_until(lambda: [n for n in ua.notifies(d.call_id) if n.cseq == (2, "NOTIFY")],
+               timeout=8)
     wait_until(lambda: rows(database, d) == [], timeout=8)
 
 
