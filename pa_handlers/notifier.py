@@ -106,13 +106,19 @@ class Notifier:
             state = subscription_state(TERMINATED, 0, "timeout")
         else:
             state = subscription_state(sub.status, expires)
+        limits = (self.settings.max_subscriptions_per_watcher,
+                  self.settings.max_subscriptions_per_presentity)
         if event.package == WINFO:
-            if expires:
-                self.store.add_subscription(sub, now, self.deadline())
+            if expires and self.store.add_subscription(sub, now, self.deadline(),
+                                                       limits) is None:
+                return self._too_many(event.package, presentity, watcher)
             outcome.notifies.append(self._winfo_full(sub, state))
         else:
             if expires:
-                document, watched = self.store.add_subscription(sub, now, self.deadline(), WINFO)
+                added = self.store.add_subscription(sub, now, self.deadline(), limits, WINFO)
+                if added is None:
+                    return self._too_many(event.package, presentity, watcher)
+                document, watched = added
             else:
                 document, watched = self.store.document_and_watchers(
                     (presentity, domain, PRESENCE), WINFO)
@@ -124,6 +130,19 @@ class Notifier:
         outcome.detail = f"{event.package}, {sub.status}, expires {expires}"
         outcome.presentity, outcome.watcher = presentity, watcher
         return outcome
+
+    def _too_many(self, package: str, presentity: str, watcher: str) -> Outcome:
+        """A new subscription beyond max_subscriptions_per_watcher or
+        _per_presentity.  403, not 503: the limit holds until subscriptions
+        end, so a client told to retry later (or to try another node, RFC
+        3263, which shares the same database) would only come back to the
+        same answer."""
+        refused = reply(403, reason="Forbidden (Too Many Subscriptions)")
+        refused.detail = (f"{package}, refused: too many subscriptions (limits: "
+                          f"{self.settings.max_subscriptions_per_watcher} per watcher, "
+                          f"{self.settings.max_subscriptions_per_presentity} per presentity)")
+        refused.presentity, refused.watcher = presentity, watcher
+        return refused
 
     def _in_dialog(self, req, ctx, event, dialog, cseq, expires: int) -> Outcome:
         notify = True   # the final NOTIFY of an unsubscription goes out at once

@@ -336,10 +336,15 @@ _INSERT_COLS = [c for c in SUBSCRIPTION_COLUMNS if c != "id"]
 _INSERT_SUBSCRIPTION = ("INSERT INTO pa_subscription (" + ", ".join(_INSERT_COLS)
                         + ", created_at) VALUES (" + ", ".join(["%s"] * (len(_INSERT_COLS) + 1))
                         + ")")
-# A new subscription, in flight until its first NOTIFY is answered.
-_INSERT_IN_FLIGHT = ("INSERT INTO pa_subscription (" + ", ".join(_INSERT_COLS)
-                     + ", created_at, notify_deadline) VALUES ("
-                     + ", ".join(["%s"] * (len(_INSERT_COLS) + 2)) + ")")
+# A new subscription, in flight until its first NOTIFY is answered, if its
+# watcher and its presentity's event have fewer subscriptions than their
+# limits (both counts through an index).
+_INSERT_LIMITED = ("INSERT INTO pa_subscription (" + ", ".join(_INSERT_COLS)
+                   + ", created_at, notify_deadline) SELECT "
+                   + ", ".join(["%s"] * (len(_INSERT_COLS) + 2))
+                   + " FROM DUAL WHERE (SELECT COUNT(*) FROM pa_subscription WHERE watcher = %s) < %s"
+                   " AND (SELECT COUNT(*) FROM pa_subscription WHERE presentity = %s"
+                   " AND presence_domain = %s AND event = %s) < %s")
 _SUB_COLS_S = ", ".join("s." + c for c in SUBSCRIPTION_COLUMNS)
 _N_SUB = len(SUBSCRIPTION_COLUMNS)
 _DIALOG = "call_id = %s AND local_tag = %s AND remote_tag = %s"
@@ -458,22 +463,29 @@ class Store:
     # -- subscriptions --------------------------------------------------
 
     def add_subscription(self, sub: Subscription, now: int, deadline: int,
-                         winfo_event: str | None = None) -> tuple[bytes | None, bool]:
+                         limits: tuple[int, int], winfo_event: str | None = None
+                         ) -> tuple[bytes | None, bool] | None:
         """Store a new subscription whose first NOTIFY (local_cseq) is about
-        to be sent, in flight until `deadline`.  With `winfo_event`, also
-        read (after the insert, in the same round trip) the presentity's
-        document and whether anyone watches its watcher list: read after
-        the subscription exists, no concurrent change of the document can
-        fall between this read and its fan-out."""
+        to be sent, in flight until `deadline`; None (nothing stored) when
+        its watcher already has `limits[0]` subscriptions or the
+        presentity's event `limits[1]`.  The counts and the insert are one
+        statement; concurrent inserts may overshoot a limit by at most one
+        per database connection.  With `winfo_event`, also read (after the
+        insert, in the same round trip) the presentity's document and
+        whether anyone watches its watcher list: read after the subscription
+        exists, no concurrent change of the document can fall between this
+        read and its fan-out."""
         key = (sub.presentity, sub.presence_domain, sub.event)
-        statements = [(_INSERT_IN_FLIGHT, [getattr(sub, c) for c in _INSERT_COLS]
-                       + [now, deadline])]
+        statements = [(_INSERT_LIMITED, [getattr(sub, c) for c in _INSERT_COLS]
+                       + [now, deadline, sub.watcher, limits[0], *key, limits[1]])]
         if winfo_event:
             statements += [self._select_document(key),
                            self._select_watched((key[0], key[1], winfo_event))]
 
         def work(cur):
             results = batch(cur, *statements)
+            if results[0].rowcount != 1:
+                return None
             sub.id = results[0].lastrowid
             if not winfo_event:
                 return None, False
