@@ -11,6 +11,10 @@ import KSR
 
 import pa_kemi
 
+# Seconds a rate-limited source is asked to wait: pike lets it in again
+# after a sampling period (one second) within its rate.
+RATE_LIMIT_RETRY_AFTER = 2
+
 
 def mod_init():
     pa = pa_kemi.load()
@@ -26,6 +30,14 @@ class PresenceRouting:
         return self.pa.child_init(rank)
 
     def ksr_request_route(self, msg):
+        if KSR.pike.pike_check_req() < 0:
+            # The source sent more than PA_RATE_LIMIT requests a second
+            # (module pike): a stateless 503 tells a well-behaved client to
+            # back off, where silence would only bring retransmissions.
+            if KSR.pv.get("$rm") != "ACK":
+                KSR.hdr.append_to_reply("Retry-After: %d\r\n" % RATE_LIMIT_RETRY_AFTER)
+                KSR.sl.sl_send_reply(503, "Service Unavailable (Rate Limit)")
+            return 1
         if KSR.maxfwd.process_maxfwd(10) < 0:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return 1

@@ -1,6 +1,9 @@
-"""What an outsider can make the presence agent hold: at most so many
-subscriptions per watcher and per presentity (403 beyond).  One NOTIFY in
-flight per subscription: test_notify_in_flight."""
+"""What an outsider can make the presence agent hold, and how fast: at
+most so many subscriptions per watcher and per presentity (403 beyond),
+and a rate per source address (503 with Retry-After beyond, module pike).
+One NOTIFY in flight per subscription: test_notify_in_flight."""
+
+import time
 
 import pytest
 
@@ -67,3 +70,38 @@ def test_a_presentity_gets_no_more_watchers_than_its_limit(limited):
     finally:
         for ua in watchers:
             ua.close()
+
+
+# -- per-source rate ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rate_limited(database):
+    k = Kamailio(settings(database), env={"PA_RATE_LIMIT": "10"}).start()
+    yield k
+    k.cleanup()
+
+
+def options(ua):
+    return ua.request("OPTIONS", f"sip:127.0.0.1:{ua.server[1]}", timeout=2)
+
+
+def test_a_source_beyond_the_rate_limit_gets_503_and_others_are_served(rate_limited):
+    flood = SipUA(rate_limited.address, host="127.0.0.2")
+    bystander = SipUA(rate_limited.address, host="127.0.0.3")
+    try:
+        answers = [options(flood) for _ in range(40)]
+        codes = [r.status for r in answers]
+        # pike: at least the limit passes, and 4x the limit within a second
+        # is beyond what it lets through from an IPv4 address (1x to 3x).
+        assert codes[:10] == [200] * 10
+        refused = [r for r in answers if r.status == 503]
+        assert refused and all(r.get("retry-after") == "2" for r in refused)
+        r, _ = flood.subscribe(f"sip:p{rand()}@127.0.0.1")
+        assert r.status == 503
+        assert options(bystander).status == 200
+        # Quiet for a while, the source is served again.
+        time.sleep(3)
+        assert options(flood).status == 200
+    finally:
+        flood.close()
+        bystander.close()
