@@ -348,6 +348,12 @@ _INSERT_LIMITED = ("INSERT INTO pa_subscription (" + ", ".join(_INSERT_COLS)
 _SUB_COLS_S = ", ".join("s." + c for c in SUBSCRIPTION_COLUMNS)
 _N_SUB = len(SUBSCRIPTION_COLUMNS)
 _DIALOG = "call_id = %s AND local_tag = %s AND remote_tag = %s"
+# FROM and WHERE of a subscription (s), found by its dialog, with its
+# presentity's document (d.body).
+_DIALOG_WITH_DOCUMENT = (" FROM pa_subscription s LEFT JOIN pa_document d"
+                         " ON d.presentity = s.presentity AND d.presence_domain = s.presence_domain"
+                         " AND d.event = s.event"
+                         " WHERE s.call_id = %s AND s.local_tag = %s AND s.remote_tag = %s")
 
 
 def _subscription(row) -> Subscription:
@@ -514,11 +520,8 @@ class Store:
                  (expires_at, remote_target, content_type, remote_cseq, deadline,
                   *dialog, event, event_id, remote_cseq)),
                 # In the same transaction: notify_dirty as the UPDATE left it.
-                ("SELECT " + _SUB_COLS_S + ", d.body, s.notify_dirty FROM pa_subscription s"
-                 " LEFT JOIN pa_document d ON d.presentity = s.presentity"
-                 " AND d.presence_domain = s.presence_domain AND d.event = s.event"
-                 " WHERE s.call_id = %s AND s.local_tag = %s AND s.remote_tag = %s"
-                 " AND s.event = %s AND s.event_id = %s", (*dialog, event, event_id)), COMMIT)
+                ("SELECT " + _SUB_COLS_S + ", d.body, s.notify_dirty" + _DIALOG_WITH_DOCUMENT
+                 + " AND s.event = %s AND s.event_id = %s", (*dialog, event, event_id)), COMMIT)
             if not select.rows:
                 return DialogResult.UNKNOWN, None, None, False
             if update.rowcount != 1:
@@ -555,20 +558,17 @@ class Store:
         operators, when not a success).  When the subscription changed
         meanwhile, returns it with the CSeq of the NOTIFY with its newest
         state, now in flight until `deadline`, and its document; otherwise
-        (also for an answer to no NOTIFY in flight) None.  One round trip;
-        the document is read only for a dirty subscription."""
+        (also for an answer to no NOTIFY in flight) None.  One UPDATE by
+        the dialog's key; the subscription and its document are read, in a
+        second round trip, only when it changed meanwhile."""
         def work(cur):
-            update, select = batch(
-                cur, (_SETTLE, (deadline, failure, *dialog, cseq)),
-                ("SELECT " + _SUB_COLS_S + ", d.body FROM pa_subscription s"
-                 " LEFT JOIN pa_document d ON d.presentity = s.presentity"
-                 " AND d.presence_domain = s.presence_domain AND d.event = s.event"
-                 " WHERE ROW_COUNT() = 1 AND s.call_id = %s AND s.local_tag = %s"
-                 " AND s.remote_tag = %s AND s.local_cseq = %s", (*dialog, cseq + 1)))
-            if update.rowcount != 1 or update.lastrowid != cseq + 1 or not select.rows:
+            cur.execute(_SETTLE, (deadline, failure, *dialog, cseq))
+            if cur.rowcount != 1 or cur.lastrowid != cseq + 1:
                 return None
-            row = select.rows[0]
-            return _subscription(row), row[_N_SUB]
+            cur.execute("SELECT " + _SUB_COLS_S + ", d.body" + _DIALOG_WITH_DOCUMENT
+                        + " AND s.local_cseq = %s", (*dialog, cseq + 1))
+            row = cur.fetchone()
+            return (_subscription(row), row[_N_SUB]) if row else None
         return self.db.run(work)
 
     def drop_answered(self, dialog: tuple[str, str, str], cseq: int) -> Subscription | None:
