@@ -302,10 +302,11 @@ class Notifier:
                                                         self.deadline())
             if moved is None:
                 continue
-            updated, document = moved
-            notifies.append(self._notify(updated, updated.local_cseq,
-                                         subscription_state(ACTIVE, updated.expires_at - now),
-                                         document))
+            updated, document, notify = moved
+            if notify:   # else the answer to the NOTIFY in flight tells the watcher
+                notifies.append(self._notify(updated, updated.local_cseq,
+                                             subscription_state(ACTIVE, updated.expires_at - now),
+                                             document))
             if sub.status == PENDING:
                 changes.setdefault(sub.presence_domain, []).append(
                     winfo.entry(updated, winfo.APPROVED, now))

@@ -712,12 +712,13 @@ class Store:
         return self.db.run(work)
 
     def reauthorize_subscription(self, sub: Subscription, status: str, permissions: int,
-                                 deadline: int) -> tuple[Subscription, bytes | None] | None:
+                                 deadline: int
+                                 ) -> tuple[Subscription, bytes | None, bool] | None:
         """Move a subscription to a new status and permissions, if nobody did
-        since `sub` was read, reserving the CSeq of the NOTIFY that tells
-        the watcher (in flight until `deadline`); returns it with the
-        document to send, or None (also when a NOTIFY is in flight: its
-        answer tells the watcher)."""
+        since `sub` was read (else None), reserving the CSeq of the NOTIFY
+        that tells the watcher (in flight until `deadline`); returns it
+        with the document to send and whether to send it now (not when a
+        NOTIFY is in flight: the answer to that one tells the watcher)."""
         key = (sub.presentity, sub.presence_domain, sub.event)
 
         def work(cur):
@@ -728,11 +729,11 @@ class Store:
                  (status, permissions, deadline, sub.id, sub.status, sub.permissions)),
                 self._select_document(key),
                 ("SELECT notify_dirty FROM pa_subscription WHERE id = %s", (sub.id,)), COMMIT)
-            if update.rowcount != 1 or dirty.rows[0][0]:
+            if update.rowcount != 1:
                 return None
             new = dataclasses.replace(sub, status=status, permissions=permissions,
                                       local_cseq=update.lastrowid)
-            return new, (doc.rows[0][0] if doc.rows else None)
+            return new, (doc.rows[0][0] if doc.rows else None), not dirty.rows[0][0]
         return self.db.run(work)
 
     def end_subscription(self, sub: Subscription) -> Subscription | None:

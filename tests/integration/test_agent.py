@@ -200,6 +200,31 @@ def test_answers_to_notify(make_agent, database):
     assert database.query(row, (call_id,)) == []
 
 
+def test_an_approval_while_a_notify_is_in_flight_still_reaches_the_watcher_list(
+        make_agent, database):
+    agent = make_agent(auth="implicit")
+    p = f"u{rand()}@example.com"
+    owner = rand()
+    winfo = subscribe(p, watcher=p, call_id=owner,
+                      extra="Accept: application/watcherinfo+xml\r\n").replace(
+        b"Event: presence", b"Event: presence.winfo")
+    agent.handle_subscription(winfo, CTX, "registrar")
+    agent.handle_notify_reply((owner, "ourtag", "wt"), 1, 200)
+    alice = rand()
+    [pending, new_watcher] = agent.handle_subscription(subscribe(p, call_id=alice), CTX,
+                                                       "registrar").notifies
+    agent.handle_notify_reply((owner, "ourtag", "wt"), new_watcher.cseq, 200)
+    database.query("INSERT INTO pa_watcher (presentity, watcher, presence_domain, event, status,"
+                   " updated_at) VALUES (%s, 'alice@example.com', 'registrar', 'presence',"
+                   " 'active', 0)", (p,))
+    # Alice's first NOTIFY is still in flight: hers waits, her owner's list
+    # learns of the approval at once.
+    [approved] = agent.notifier.reauthorize(p)
+    assert approved.call_id == owner and 'event="approved"' in approved.body
+    [active] = agent.handle_notify_reply((alice, "ourtag", "wt"), 1, 200)
+    assert "Subscription-State: active" in active.headers
+
+
 def test_an_unexpected_failure_is_a_logged_500(make_agent, caplog):
     agent = make_agent()
 
