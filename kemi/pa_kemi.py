@@ -121,6 +121,15 @@ def _entry(failure_code=None):
     return wrap
 
 
+# Successful answers to our NOTIFYs, queued in shared memory (module
+# mqueue) by the workers and ended together by the timer that drains the
+# queue (on_answers): one database round trip for many answers.  Key
+# "CSeq Call-ID", value "our-tag watcher-tag" (RFC 3261 25.1: no spaces).
+ANSWERS = "pa_answers"
+# At most so many answers per round trip.
+ANSWERS_BATCH = 2000
+
+
 def _message() -> bytes:
     try:
         return KSR.pv.get("$mb").encode("utf-8")
@@ -186,6 +195,7 @@ class PresenceAgentKemi:
         self._local_sockets = {}
         self.stats = _Statistics()
         self._next_gauges = 0.0
+        self._queue = None   # whether the configuration defines mqueue pa_answers
 
     @property
     def agent(self) -> PresenceAgent:
@@ -266,9 +276,39 @@ class PresenceAgentKemi:
             return 1
         self.stats.add(metrics.notify_answer(code))
         # Our NOTIFY's From tag is our tag, its To tag the watcher's.
-        dialog = (KSR.pv.get("$ci"), KSR.pv.get("$ft"), KSR.pv.get("$tt"))
-        for notify in self.agent.handle_notify_reply(dialog, int(KSR.pv.get("$cs")), code):
+        call_id, cseq = KSR.pv.get("$ci"), KSR.pv.get("$cs")
+        tags = "%s %s" % (KSR.pv.get("$ft"), KSR.pv.get("$tt"))
+        if code < 300 and self._answers_queue() and \
+                KSR.mqueue.mq_add(ANSWERS, "%s %s" % (cseq, call_id), tags) > 0:
+            return 1
+        dialog = (call_id, *tags.split(" "))
+        for notify in self.agent.handle_notify_reply(dialog, int(cseq), code):
             self._send_notify(notify)
+        return 1
+
+    def _answers_queue(self) -> bool:
+        if self._queue is None:
+            self._queue = hasattr(KSR, "mqueue") and KSR.mqueue.mq_size(ANSWERS) != -2
+            if not self._queue:
+                log.info("mqueue %s not defined: each answer to a NOTIFY is one database"
+                         " round trip; define it as kamailio.cfg.sample does", ANSWERS)
+        return self._queue
+
+    @_entry()
+    def on_answers(self, msg=None, evname=None):
+        """Call from a timer every few tens of milliseconds (rtimer; on_timer
+        does it too, every second): ends the NOTIFYs whose answers the
+        workers queued, together."""
+        if not self._answers_queue():
+            return 1
+        answers = []
+        while len(answers) < ANSWERS_BATCH and KSR.mqueue.mq_fetch(ANSWERS) > 0:
+            cseq, call_id = KSR.pv.get("$mqk(%s)" % ANSWERS).split(" ")
+            local_tag, remote_tag = KSR.pv.get("$mqv(%s)" % ANSWERS).split(" ")
+            answers.append(((call_id, local_tag, remote_tag), int(cseq)))
+        if answers:
+            for notify in self.agent.handle_notify_answers(answers):
+                self._send_notify(notify)
         return 1
 
     @_entry()
@@ -297,6 +337,7 @@ class PresenceAgentKemi:
     @_entry()
     def on_timer(self, arg=None):
         """Call every second (rtimer); runs the sweeps every timer_interval."""
+        self.on_answers()
         for notify in self.agent.on_timer():
             self._send_notify(notify)
         unanswered = self.agent.unanswered_notifies()

@@ -3,8 +3,8 @@ server that answers SUBSCRIBE and PUBLISH with the presence agent.
 
 Operators with their own KEMI script do the same in theirs: `import
 pa_kemi`, keep `pa_kemi.load()` from mod_init, call its handlers from the
-request route, `handle_notify_reply` from the reply route and `on_timer`
-from an rtimer route.
+request route, `handle_notify_reply` from the reply route, `on_timer` from
+an rtimer route every second and `on_answers` from one every 50 ms.
 """
 
 import KSR
@@ -117,3 +117,6 @@ class PresenceRouting:
 
     def ksr_pa_timer(self, msg, evname=None):
         return self.pa.on_timer()
+
+    def ksr_pa_answers(self, msg, evname=None):
+        return self.pa.on_answers()

@@ -69,6 +69,16 @@ class PresenceAgent:
             log.warning("answer %d to NOTIFY (call-id=%s) not recorded: %s", code, dialog[0], e)
             return []
 
+    def handle_notify_answers(self, answers: list[tuple[tuple[str, str, str], int]]
+                              ) -> list[Notify]:
+        """Successful answers to our NOTIFYs, (dialog, CSeq) each, collected
+        over a moment (Kamailio's mqueue pa_answers): ended together."""
+        try:
+            return self.notifier.notifies_answered(answers)
+        except StoreUnavailable as e:
+            log.warning("%d answers to NOTIFYs not recorded: %s", len(answers), e)
+            return []
+
     def unanswered_notifies(self) -> int:
         """How many NOTIFYs the timers found unanswered since the last
         call (for the statistics)."""

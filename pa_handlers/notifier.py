@@ -361,6 +361,19 @@ class Notifier:
                                              self.deadline())
         return [self._newest(*changed)] if changed else []
 
+    def notifies_answered(self, answers: list[tuple[tuple[str, str, str], int]]) -> list[Notify]:
+        """Successful answers (dialog, CSeq) collected over a moment, ended
+        in one round trip; the subscriptions that changed meanwhile get
+        their newest state."""
+        if len(answers) == 1:
+            return self.notify_answered(*answers[0], 200)   # one statement, not two
+        notifies = []
+        for dialog, cseq in self.store.settle_answered(answers):
+            changed = self.store.notify_answered(dialog, cseq, None, self.deadline())
+            if changed:
+                notifies.append(self._newest(*changed))
+        return notifies
+
     def notify_unanswered(self) -> tuple[list[Notify], int]:
         """The NOTIFYs in flight past notify_timeout (Timer F).  The first
         of a subscription to go unanswered is sent again with the newest

@@ -571,6 +571,34 @@ class Store:
             return (_subscription(row), row[_N_SUB]) if row else None
         return self.db.run(work)
 
+    def settle_answered(self, answers: list[tuple[tuple[str, str, str], int]]
+                        ) -> list[tuple[tuple[str, str, str], int]]:
+        """Successful answers to NOTIFYs, (dialog, CSeq) each, collected
+        over a moment: one UPDATE per chunk ends the wait of those whose
+        subscription did not change meanwhile, and the same round trip
+        returns the answers of those that did (still in flight, for
+        notify_answered to send their newest state).  Answers to no NOTIFY
+        in flight change nothing."""
+        def work(cur):
+            dirty = []
+            for start in range(0, len(answers), _IN_CHUNK):
+                chunk = answers[start:start + _IN_CHUNK]
+                keys = [(*dialog, cseq) for dialog, cseq in chunk]
+                # The Call-IDs first: their index range is certain to be used.
+                where = (" WHERE call_id IN (" + _placeholders(len(keys)) + ") AND (call_id,"
+                         " local_tag, remote_tag, local_cseq) IN ("
+                         + _placeholders(len(keys), "(%s, %s, %s, %s)")
+                         + ") AND notify_deadline <> 0 AND notify_dirty = ")
+                args = [k[0] for k in keys] + [v for k in keys for v in k]
+                _, changed = batch(
+                    cur, ("UPDATE pa_subscription SET notify_deadline = 0, notify_retry = 0"
+                          + where + "0", args),
+                    ("SELECT call_id, local_tag, remote_tag, local_cseq FROM pa_subscription"
+                     + where + "1", args))
+                dirty += [((r[0], r[1], r[2]), r[3]) for r in changed.rows]
+            return dirty
+        return self.db.run(work) if answers else []
+
     def drop_answered(self, dialog: tuple[str, str, str], cseq: int) -> Subscription | None:
         """End a subscription whose watcher answered the NOTIFY in flight
         (CSeq `cseq`) that it is gone; None when no such NOTIFY is in

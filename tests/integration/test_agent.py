@@ -200,6 +200,30 @@ def test_answers_to_notify(make_agent, database):
     assert database.query(row, (call_id,)) == []
 
 
+def test_answers_collected_over_a_moment_end_together(make_agent, database):
+    """The answers Kamailio's workers queued: the clean ones end in one
+    round trip, a subscription that changed meanwhile gets its newest
+    state, an answer to nothing in flight changes nothing."""
+    agent = make_agent()
+    p = f"u{rand()}@example.com"
+    call_ids = [rand() for _ in range(3)]
+    for call_id in call_ids:
+        agent.handle_subscription(subscribe(p, call_id=call_id), CTX, "registrar")
+    # A change while the three first NOTIFYs are in flight: nothing is sent.
+    assert agent.handle_publish(publish(p, doc(p, "t", "open")), CTX, "registrar").notifies == []
+    # Two watchers answer at once, one of them twice (a stray answer).
+    answers = [((call_ids[0], "ourtag", "wt"), 1), ((call_ids[1], "ourtag", "wt"), 1),
+               ((call_ids[1], "ourtag", "wt"), 7)]
+    newest = agent.handle_notify_answers(answers)
+    assert sorted((n.call_id, n.cseq) for n in newest) == sorted([(call_ids[0], 2),
+                                                                 (call_ids[1], 2)])
+    assert all("<basic>open</basic>" in n.body for n in newest)
+    assert [in_flight(database, c)[0][2] for c in call_ids] == [0, 0, 1]
+    # Answered, and unchanged since: the wait ends, nothing more is sent.
+    assert agent.handle_notify_answers([((c, "ourtag", "wt"), 2) for c in call_ids[:2]]) == []
+    assert [in_flight(database, c)[0][1] for c in call_ids[:2]] == [0, 0]
+
+
 def test_an_approval_while_a_notify_is_in_flight_still_reaches_the_watcher_list(
         make_agent, database):
     agent = make_agent(auth="implicit")
