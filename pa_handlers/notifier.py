@@ -219,17 +219,7 @@ class Notifier:
         except StoreUnavailable as e:
             log.warning("watchers of %s not notified: %s", key[0], e)
             return []
-        now = self.now()
-        bodies: dict[tuple[str, int], str] = {}
-        notifies = []
-        for sub in subs:
-            view = (sub.content_type, sub.permissions)
-            body = bodies.get(view)
-            if body is None:
-                body = bodies[view] = pidf.render(document, sub.presentity, *view)
-            state = subscription_state(ACTIVE, sub.expires_at - now)
-            notifies.append(build_notify(sub, sub.local_cseq, state, sub.content_type, body))
-        return notifies
+        return self._newest_all([(sub, document) for sub in subs])
 
     def winfo_changed(self, domain: str, presentity: str, entries: list[winfo.WatcherEntry],
                       known_watched: bool = False) -> list[Notify]:
@@ -359,7 +349,7 @@ class Notifier:
                                       f"NOTIFY answered {code}")
         changed = self.store.notify_answered(dialog, cseq, code if code >= 300 else None,
                                              self.deadline())
-        return [self._newest(*changed)] if changed else []
+        return self._newest_all([changed]) if changed else []
 
     def notifies_answered(self, answers: list[tuple[tuple[str, str, str], int]]) -> list[Notify]:
         """Successful answers (dialog, CSeq) collected over a moment, ended
@@ -367,12 +357,7 @@ class Notifier:
         their newest state."""
         if len(answers) == 1:
             return self.notify_answered(*answers[0], 200)   # one statement, not two
-        notifies = []
-        for dialog, cseq in self.store.settle_answered(answers):
-            changed = self.store.notify_answered(dialog, cseq, None, self.deadline())
-            if changed:
-                notifies.append(self._newest(*changed))
-        return notifies
+        return self._newest_all(self.store.settle_answered(answers, self.deadline()))
 
     def notify_unanswered(self) -> tuple[list[Notify], int]:
         """The NOTIFYs in flight past notify_timeout (Timer F).  The first
@@ -393,22 +378,35 @@ class Notifier:
                 count += claimed
                 for sub in gone:
                     notifies += self._watcher_gone(sub, "NOTIFY unanswered")
-                notifies += [self._newest(sub, document) for sub, document in again]
+                notifies += self._newest_all(again)
                 if claimed < TIMER_BATCH:
                     break
         except StoreUnavailable as e:
             warn_outage(log, "unanswered NOTIFYs", e)
         return notifies, count
 
-    def _newest(self, sub: Subscription, document: bytes | None) -> Notify:
-        """The NOTIFY with a subscription's newest state, after changes that
+    def _newest_all(self, changed: list[tuple[Subscription, bytes | None]]) -> list[Notify]:
+        """The NOTIFYs with the newest state of subscriptions whose changes
         waited for the answer to the previous one: presence the whole
-        document, watcher information the whole list (partial updates
-        would leave out what was coalesced)."""
-        state = subscription_state(sub.status, sub.expires_at - self.now())
-        if sub.event == WINFO:
-            return self._winfo_full(sub, state)
-        return self._notify(sub, sub.local_cseq, state, document)
+        document (each view rendered once), watcher information the whole
+        list (partial updates would leave out what was coalesced)."""
+        now = self.now()
+        bodies: dict[tuple, str] = {}
+        notifies = []
+        for sub, document in changed:
+            state = subscription_state(sub.status, sub.expires_at - now)
+            if sub.event == WINFO:
+                notifies.append(self._winfo_full(sub, state))
+            elif sub.status != ACTIVE:
+                notifies.append(build_notify(sub, sub.local_cseq, state))
+            else:
+                view = (sub.presentity, sub.presence_domain, sub.content_type, sub.permissions)
+                if view not in bodies:
+                    bodies[view] = pidf.render(document, sub.presentity, sub.content_type,
+                                               sub.permissions)
+                notifies.append(build_notify(sub, sub.local_cseq, state, sub.content_type,
+                                             bodies[view]))
+        return notifies
 
     def _watcher_gone(self, sub: Subscription | None, why: str) -> list[Notify]:
         if sub is None:

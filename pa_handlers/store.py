@@ -380,6 +380,16 @@ _SETTLE = ("UPDATE pa_subscription SET local_cseq = LAST_INSERT_ID(local_cseq + 
            " WHERE " + _DIALOG + " AND local_cseq = %s AND notify_deadline <> 0")
 
 
+def _with_documents(subs: list[Subscription],
+                    documents: list) -> list[tuple[Subscription, bytes | None]]:
+    """Subscriptions given the CSeq of their next NOTIFY (Store._newest_state),
+    each with its presentity's document (rows of Store._select_documents)."""
+    bodies = {tuple(row[:3]): row[3] for row in documents}
+    for sub in subs:
+        sub.local_cseq += 1
+    return [(s, bodies.get((s.presentity, s.presence_domain, s.event))) for s in subs]
+
+
 def _placeholders(n: int, one: str = "%s") -> str:
     return ", ".join([one] * n)
 
@@ -571,33 +581,62 @@ class Store:
             return (_subscription(row), row[_N_SUB]) if row else None
         return self.db.run(work)
 
-    def settle_answered(self, answers: list[tuple[tuple[str, str, str], int]]
-                        ) -> list[tuple[tuple[str, str, str], int]]:
+    def settle_answered(self, answers: list[tuple[tuple[str, str, str], int]], deadline: int
+                        ) -> list[tuple[Subscription, bytes | None]]:
         """Successful answers to NOTIFYs, (dialog, CSeq) each, collected
         over a moment: one UPDATE per chunk ends the wait of those whose
-        subscription did not change meanwhile, and the same round trip
-        returns the answers of those that did (still in flight, for
-        notify_answered to send their newest state).  Answers to no NOTIFY
-        in flight change nothing."""
+        subscription did not change meanwhile.  Those that did (found in
+        the same round trip) get, together, the CSeq of the NOTIFY with
+        their newest state, in flight until `deadline`, and are returned
+        with their documents: two more round trips, whatever their number.
+        Answers to no NOTIFY in flight change nothing."""
         def work(cur):
-            dirty = []
+            changed = []
             for start in range(0, len(answers), _IN_CHUNK):
-                chunk = answers[start:start + _IN_CHUNK]
-                keys = [(*dialog, cseq) for dialog, cseq in chunk]
+                keys = [(*dialog, cseq) for dialog, cseq in answers[start:start + _IN_CHUNK]]
                 # The Call-IDs first: their index range is certain to be used.
                 where = (" WHERE call_id IN (" + _placeholders(len(keys)) + ") AND (call_id,"
                          " local_tag, remote_tag, local_cseq) IN ("
                          + _placeholders(len(keys), "(%s, %s, %s, %s)")
                          + ") AND notify_deadline <> 0 AND notify_dirty = ")
                 args = [k[0] for k in keys] + [v for k in keys for v in k]
-                _, changed = batch(
+                _, dirty = batch(
                     cur, ("UPDATE pa_subscription SET notify_deadline = 0, notify_retry = 0"
                           + where + "0", args),
-                    ("SELECT call_id, local_tag, remote_tag, local_cseq FROM pa_subscription"
-                     + where + "1", args))
-                dirty += [((r[0], r[1], r[2]), r[3]) for r in changed.rows]
-            return dirty
+                    ("SELECT id, local_cseq FROM pa_subscription" + where + "1", args))
+                changed += [tuple(row) for row in dirty.rows]
+            if not changed:
+                return []
+            # Locked as found (the same NOTIFY still in flight): each moves on
+            # once, whatever else answers or sweeps it meanwhile.
+            _, locked = batch(cur, BEGIN, (
+                "SELECT " + _SUB_COLS + " FROM pa_subscription WHERE (id, local_cseq) IN ("
+                + _placeholders(len(changed), "(%s, %s)") + ") AND notify_deadline <> 0"
+                " AND notify_dirty = 1 FOR UPDATE", [v for pair in changed for v in pair]))
+            subs = [_subscription(row) for row in locked.rows]
+            if not subs:
+                cur.execute("COMMIT")
+                return []
+            statements = self._newest_state(subs, deadline, retry=0)
+            results = batch(cur, *statements, COMMIT)
+            return _with_documents(subs, results[1].rows if len(statements) > 1 else [])
         return self.db.run(work) if answers else []
+
+    def _newest_state(self, subs: list[Subscription], deadline: int,
+                      retry: int) -> list[tuple[str, list]]:
+        """Statements (inside the caller's transaction, the rows locked)
+        that give each subscription the CSeq of the NOTIFY with its newest
+        state, in flight until `deadline`, and read the documents of the
+        active ones; see _with_documents."""
+        statements = [("UPDATE pa_subscription SET local_cseq = local_cseq + 1,"
+                       " notify_deadline = %s, notify_dirty = 0, notify_retry = %s"
+                       " WHERE id IN (" + _placeholders(len(subs)) + ")",
+                       [deadline, retry] + [s.id for s in subs])]
+        keys = list(dict.fromkeys((s.presentity, s.presence_domain, s.event) for s in subs
+                                  if s.status == "active"))
+        if keys:
+            statements.append(self._select_documents(keys))
+        return statements
 
     def drop_answered(self, dialog: tuple[str, str, str], cseq: int) -> Subscription | None:
         """End a subscription whose watcher answered the NOTIFY in flight
@@ -642,25 +681,14 @@ class Store:
             if gone:
                 statements.append(("DELETE FROM pa_subscription WHERE id IN ("
                                    + _placeholders(len(gone)) + ")", [s.id for s in gone]))
-            if again:
-                statements.append(("UPDATE pa_subscription SET local_cseq = local_cseq + 1,"
-                                   " notify_deadline = %s, notify_dirty = 0, notify_retry = %s"
-                                   " WHERE id IN (" + _placeholders(len(again)) + ")",
-                                   [deadline, int(end)] + [s.id for s in again]))
             if others:
                 statements.append(("UPDATE pa_subscription SET notify_deadline = 0,"
                                    " notify_retry = 0 WHERE id IN ("
                                    + _placeholders(len(others)) + ")", [s.id for s in others]))
-            keys = list(dict.fromkeys((s.presentity, s.presence_domain, s.event) for s in again
-                                      if s.status == "active"))
-            if keys:
-                statements.append(self._select_documents(keys))
-            results = batch(cur, *statements, COMMIT)
-            docs = {tuple(r[:3]): r[3] for r in results[-2].rows} if keys else {}
-            for s in again:
-                s.local_cseq += 1
-            return len(rows), gone, [(s, docs.get((s.presentity, s.presence_domain, s.event)))
-                                     for s in again]
+            newest = self._newest_state(again, deadline, retry=int(end)) if again else []
+            results = batch(cur, *statements, *newest, COMMIT)
+            documents = results[-2].rows if len(newest) > 1 else []
+            return len(rows), gone, _with_documents(again, documents)
         return self.db.run(work)
 
     def end_subscriptions_of_call(self, call_id: str) -> list[Subscription]:

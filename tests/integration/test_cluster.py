@@ -11,7 +11,7 @@ import pytest
 
 from conftest import settings
 from harness import Kamailio, ScratchDatabase, TcpProxy
-from helpers import pidf_body, tuples, wait_until
+from helpers import pidf_body, tuples, wait_answered, wait_until
 from sipua import SipUA
 
 PIDF = "application/pidf+xml"
@@ -41,12 +41,14 @@ def node_ua(node, **kw):
     return SipUA(node.address, **kw)
 
 
-def test_a_publish_at_one_node_notifies_watchers_of_the_other(nodes, presentity):
+def test_a_publish_at_one_node_notifies_watchers_of_the_other(nodes, presentity, database):
     a, b = nodes
     watcher, publisher = node_ua(a), node_ua(b, user="dev")
     try:
         _, d = watcher.subscribe(presentity)
         watcher.wait_notify(d.call_id)
+        # Node A has the answer (else A sends the change after it).
+        wait_answered(database, d.call_id)
         assert publish(publisher, presentity, pidf_body(presentity, "t", "open")).status == 200
         n = watcher.wait_notify(d.call_id, 2)
         assert tuples(n.body) == [("t", "open")]
@@ -133,8 +135,7 @@ def test_a_dead_nodes_timers_are_taken_over(database, presentity):
         watcher.wait_notify(on_b.call_id, 2)
         # Node A sent that NOTIFY: let it take the answer before it dies
         # (a lost answer would cost notify_timeout, see test_notify_in_flight).
-        wait_until(lambda: database.query("SELECT notify_deadline FROM pa_subscription"
-                                          " WHERE call_id = %s", (on_b.call_id,)) == [(0,)])
+        wait_answered(database, on_b.call_id)
         # The whole node dies at once: main process and children.
         os.killpg(a.proc.pid, signal.SIGKILL)
         a.proc.wait(5)

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import settings
 from harness import Kamailio
-from helpers import pidf_body, wait_until
+from helpers import pidf_body, wait_answered, wait_until
 from sipua import SipUA, rand
 from test_cluster import nodes  # noqa: F401  (two nodes on one database)
 from test_metrics import grown, stats
@@ -240,8 +240,7 @@ def test_a_forged_481_matching_no_transaction_leaves_the_subscription(
     time.sleep(1.0)
     assert subscription_exists(database, d.call_id)
     # The CSeq of the NOTIFY answered already, a branch no transaction has.
-    wait_until(lambda: database.query("SELECT notify_deadline FROM pa_subscription"
-                                      " WHERE call_id = %s", (d.call_id,)) == [(0,)])
+    wait_answered(database, d.call_id)
     forged_answer(kamailio, 481, d.call_id, first.tag("from"), d.local_tag, 1)
     time.sleep(1.0)
     assert subscription_exists(database, d.call_id)
@@ -258,5 +257,4 @@ def test_a_forged_481_for_the_notify_in_flight_leaves_it_in_flight(
     time.sleep(1.0)
     assert subscription_exists(database, d.call_id)
     answer(ua, first)
-    wait_until(lambda: database.query("SELECT notify_deadline FROM pa_subscription"
-                                      " WHERE call_id = %s", (d.call_id,)) == [(0,)])
+    wait_answered(database, d.call_id)

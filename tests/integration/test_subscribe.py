@@ -186,8 +186,11 @@ def test_notify_cseq_grows_across_processes(ua, presentity, kamailio):
     """UDP workers, a TCP worker and the timer process all send NOTIFYs
     in one dialog; the CSeq comes from the database, so it grows."""
     _, d = ua.subscribe(presentity, expires=300)
-    for _ in range(3):
+    for n in range(3):
+        # Each after the NOTIFY before (else they would come together).
+        ua.wait_notify(d.call_id, n + 1)
         assert ua.resubscribe(d, 300).status == 200
+    ua.wait_notify(d.call_id, 4)
     tcp = SipUA(kamailio.address, transport="tcp", user="alice")
     try:
         d.cseq += 1
