@@ -125,11 +125,13 @@ def _entry(failure_code=None):
     return wrap
 
 
-# NOTIFYs in flight, in Kamailio's shared memory (module htable): the
-# sending node's view of its NOTIFY transactions, like tm's own.  Key
-# "CSeq Call-ID" (what a reply carries), value "our-tag watcher-tag";
-# Call-IDs and tags hold no spaces (RFC 3261 25.1).
-IN_FLIGHT = "pa_notify"
+# Successful answers to our NOTIFYs, queued in shared memory (module
+# mqueue) by the workers and ended together by the timer that drains the
+# queue (on_answers): one database round trip for many answers.  Key
+# "CSeq Call-ID", value "our-tag watcher-tag" (RFC 3261 25.1: no spaces).
+ANSWERS = "pa_answers"
+# At most so many answers per round trip.
+ANSWERS_BATCH = 2000
 
 
 def _message() -> bytes:
@@ -234,9 +236,9 @@ class PresenceAgentKemi:
         self._agent = None
         self._pid = None
         self._local_sockets = {}
-        self._tracking = not settings.ignore_408_on_notify
         self.stats = _Statistics()
         self._next_gauges = 0.0
+        self._queue = None   # whether the configuration defines mqueue pa_answers
 
     @property
     def agent(self) -> PresenceAgent:
@@ -312,34 +314,51 @@ class PresenceAgentKemi:
 
     @_entry()
     def handle_notify_reply(self, msg=None):
-        """Call from the reply route: the answers to our NOTIFYs."""
+        """Call from the reply route: the answers to our NOTIFYs.  The
+        reply route sees every reply that arrives; only one that belongs
+        to a transaction of this node (tm matched its Via branch) is
+        passed on, and the store acts on it only if it answers the NOTIFY
+        in flight: a forged or stray answer changes nothing."""
         if KSR.pv.get("$rm") != "NOTIFY":
             return 1
         code = int(KSR.pv.get("$rs"))
-        if code < 200:
+        if code < 200 or KSR.tm.t_check_trans() < 0:
             return 1
         self.stats.add(metrics.notify_answer(code))
-        call_id = KSR.pv.get("$ci")
-        if self._tracking:
-            KSR.htable.sht_rm(IN_FLIGHT, "%s %s" % (KSR.pv.get("$cs"), call_id))
-        if code >= 300:
-            # Our NOTIFY's From tag is our tag, its To tag the watcher's.
-            dialog = (call_id, KSR.pv.get("$ft"), KSR.pv.get("$tt"))
-            for notify in self.agent.handle_notify_reply(dialog, code):
-                self._send_notify(notify)
+        # Our NOTIFY's From tag is our tag, its To tag the watcher's.
+        call_id, cseq = KSR.pv.get("$ci"), KSR.pv.get("$cs")
+        tags = "%s %s" % (KSR.pv.get("$ft"), KSR.pv.get("$tt"))
+        if code < 300 and self._answers_queue() and \
+                KSR.mqueue.mq_add(ANSWERS, "%s %s" % (cseq, call_id), tags) > 0:
+            return 1
+        dialog = (call_id, *tags.split(" "))
+        for notify in self.agent.handle_notify_reply(dialog, int(cseq), code):
+            self._send_notify(notify)
         return 1
 
+    def _answers_queue(self) -> bool:
+        if self._queue is None:
+            self._queue = hasattr(KSR, "mqueue") and KSR.mqueue.mq_size(ANSWERS) != -2
+            if not self._queue:
+                log.info("mqueue %s not defined: each answer to a NOTIFY is one database"
+                         " round trip; define it as kamailio.cfg.sample does", ANSWERS)
+        return self._queue
+
     @_entry()
-    def on_htable_event(self, msg=None, evname=None):
-        """htable's expiry of a NOTIFY in flight: it went unanswered."""
-        if evname not in (None, "htable:expired:" + IN_FLIGHT):
+    def on_answers(self, msg=None, evname=None):
+        """Call from a timer every few tens of milliseconds (rtimer; on_timer
+        does it too, every second): ends the NOTIFYs whose answers the
+        workers queued, together."""
+        if not self._answers_queue():
             return 1
-        _, call_id = KSR.pv.get("$shtrecord(key)").split(" ")
-        local_tag, remote_tag = KSR.pv.get("$shtrecord(value)").split(" ")
-        self.stats.add(metrics.NOTIFY_UNANSWERED)
-        # Runs under htable's lock of this slot: send, but track nothing.
-        for notify in self.agent.handle_notify_unanswered((call_id, local_tag, remote_tag)):
-            self._send_notify(notify, track=False)
+        answers = []
+        while len(answers) < ANSWERS_BATCH and KSR.mqueue.mq_fetch(ANSWERS) > 0:
+            cseq, call_id = KSR.pv.get("$mqk(%s)" % ANSWERS).split(" ")
+            local_tag, remote_tag = KSR.pv.get("$mqv(%s)" % ANSWERS).split(" ")
+            answers.append(((call_id, local_tag, remote_tag), int(cseq)))
+        if answers:
+            for notify in self.agent.handle_notify_answers(answers):
+                self._send_notify(notify)
         return 1
 
     @_entry()
@@ -379,8 +398,12 @@ class PresenceAgentKemi:
     @_entry()
     def on_timer(self, arg=None):
         """Call every second (rtimer); runs the sweeps every timer_interval."""
+        self.on_answers()
         for notify in self.agent.on_timer():
             self._send_notify(notify)
+        unanswered = self.agent.unanswered_notifies()
+        if unanswered:
+            self.stats.add(metrics.NOTIFY_UNANSWERED, unanswered)
         if self.stats.enabled and time.time() >= self._next_gauges:
             self._next_gauges = time.time() + self.settings.timer_interval
             self.stats.set_gauges(self.agent.gauges())
@@ -394,36 +417,27 @@ class PresenceAgentKemi:
         for notify in outcome.notifies:
             self._send_notify(notify)
 
-    def _send_notify(self, notify, track=True):
-        # Too large for UDP: over TCP, or not at all (the core logs which).
-        notify = transport.fit(notify, self.settings.notify_udp_mtu)
-        if notify is None:
+    def _send_notify(self, notify):
+        # In flight in the database until its answer or notify_timeout.
+        # Too large for UDP: over TCP, or not at all (transport.fit logs it).
+        fitted = transport.fit(notify, self.settings.notify_udp_mtu)
+        if fitted is None:
             self.stats.add(metrics.NOTIFY_NOT_SENT)
+            # Nothing will answer it: its wait ends as an answer 513
+            # (Message Too Large) would end it, and the subscription stays.
+            for newer in self.agent.handle_notify_reply(notify.dialog, notify.cseq, 513):
+                self._send_notify(newer)
             return
-        key = None
-        if track and self._tracking:
-            # In flight until its answer; htable reports it if none comes.
-            # Recorded before it leaves: the answer may reach another
-            # process before t_uac_send returns here.
-            call_id, local_tag, remote_tag = notify.dialog
-            key = "%d %s" % (notify.cseq, call_id)
-            if KSR.htable.sht_setxs(IN_FLIGHT, key, "%s %s" % (local_tag, remote_tag),
-                                    self.settings.notify_timeout) < 0:
-                log.error("htable %s missing: unanswered NOTIFYs go unnoticed; define it as"
-                          " kamailio.cfg.sample does", IN_FLIGHT)
-                self._tracking = False
-                key = None
+        notify = fitted
         socket = notify.socket if self._is_local(notify.socket) else ""
         ruri, nexthop = self._registered_route(notify)
         rc = KSR.tm.t_uac_send("NOTIFY", ruri, nexthop, socket, notify.headers, notify.body)
         if rc < 0:
-            if key is not None:
-                KSR.htable.sht_rm(IN_FLIGHT, key)
             self.stats.add(metrics.NOTIFY_NOT_SENT)
             log.warning("NOTIFY to %s (call-id=%s cseq=%d) could not be sent; the subscription"
                         " ends", notify.ruri, notify.call_id, notify.cseq)
-            for final in self.agent.handle_notify_unsendable(notify.dialog):
-                self._send_notify(final, track=track)
+            for final in self.agent.handle_notify_unsendable(notify.dialog, notify.cseq):
+                self._send_notify(final)
             return
         self.stats.add(metrics.NOTIFY_SENT)
 

@@ -3,13 +3,17 @@ server that answers SUBSCRIBE and PUBLISH with the presence agent.
 
 Operators with their own KEMI script do the same in theirs: `import
 pa_kemi`, keep `pa_kemi.load()` from mod_init, call its handlers from the
-request route, `handle_notify_reply` from the reply route and `on_timer`
-from an rtimer route.
+request route, `handle_notify_reply` from the reply route, `on_timer` from
+an rtimer route every second and `on_answers` from one every 50 ms.
 """
 
 import KSR
 
 import pa_kemi
+
+# Seconds a rate-limited source is asked to wait: pike lets it in again
+# after a sampling period (one second) within its rate.
+RATE_LIMIT_RETRY_AFTER = 2
 
 
 def mod_init():
@@ -45,6 +49,14 @@ class PresenceRouting:
         return 1
 
     def route(self, msg):
+        if KSR.pike.pike_check_req() < 0:
+            # The source sent more than PA_RATE_LIMIT requests a second
+            # (module pike): a stateless 503 tells a well-behaved client to
+            # back off, where silence would only bring retransmissions.
+            if KSR.pv.get("$rm") != "ACK":
+                KSR.hdr.append_to_reply("Retry-After: %d\r\n" % RATE_LIMIT_RETRY_AFTER)
+                KSR.sl.sl_send_reply(503, "Service Unavailable (Rate Limit)")
+            return 1
         if KSR.maxfwd.process_maxfwd(10) < 0:
             KSR.sl.sl_send_reply(483, "Too Many Hops")
             return 1
@@ -106,7 +118,7 @@ class PresenceRouting:
         realm = KSR.pv.get("$fd" if method == "SUBSCRIBE" else "$td")
         if not realm:
             # Kamailio could not parse the From (To) URI.
-            KSR.sl.sl_send_reply(400, "Bad Request (Bad %s URI)" %
+            KSR.sl.send_reply(400, "Bad Request (Bad %s URI)" %
                                  ("From" if method == "SUBSCRIBE" else "To"))
             return False
         # SUBSCRIBE, REGISTER: flag 1, the authenticated user must be the
@@ -117,7 +129,7 @@ class PresenceRouting:
             self.publisher = "sip:%s@%s" % (KSR.pv.get("$au"), realm)
             return True
         if rc == AUTH_USER_MISMATCH:
-            KSR.sl.sl_send_reply(403, "Forbidden (Credentials Of Another User)")
+            KSR.sl.send_reply(403, "Forbidden (Credentials Of Another User)")
             return False
         KSR.auth.auth_challenge(realm, 1)
         return False
@@ -136,13 +148,12 @@ class PresenceRouting:
             return self.pa.serve_metrics(msg)  # to the metrics_sources only
         return self.pa.handle_xcap(msg)
 
-    def ksr_htable_event(self, msg, evname=None):
-        # htable:expired:pa_notify, a NOTIFY nobody answered.
-        return self.pa.on_htable_event(msg, evname)
-
     def ksr_registrar_event(self, msg, evname=None):
         # usrloc:contact-expired
         return self.pa.on_contact_expired(msg, evname)
 
     def ksr_pa_timer(self, msg, evname=None):
         return self.pa.on_timer()
+
+    def ksr_pa_answers(self, msg, evname=None):
+        return self.pa.on_answers()

@@ -38,6 +38,7 @@ class PresenceAgent:
         self.registrations = Registrations(self.notifier)
         self.xcap = XcapServer(settings, store, clock, self.notifier.reauthorize)
         self._next_sweep = 0.0
+        self._unanswered = 0
 
     def handle_subscription(self, message: bytes, ctx: Context, domain: str) -> Outcome:
         return self._guard("handle_subscription", domain, message,
@@ -57,29 +58,42 @@ class PresenceAgent:
         return self._guard_event("handle_binding_expired", domain,
                                  lambda: self.registrations.binding_expired(domain, aor, key))
 
-    def handle_notify_reply(self, dialog: tuple[str, str, str], code: int) -> list[Notify]:
-        """A final answer to one of our NOTIFYs."""
+    def handle_notify_reply(self, dialog: tuple[str, str, str], cseq: int,
+                            code: int) -> list[Notify]:
+        """A final answer to our NOTIFY with CSeq `cseq` (Call-ID, our tag,
+        the watcher's tag); one that answers no NOTIFY in flight changes
+        nothing."""
         try:
-            return self.notifier.notify_answered(dialog, code)
+            return self.notifier.notify_answered(dialog, cseq, code)
         except StoreUnavailable as e:
+            # The NOTIFY stays in flight until its deadline: nothing is lost.
             log.warning("answer %d to NOTIFY (call-id=%s) not recorded: %s", code, dialog[0], e)
             return []
 
-    def handle_notify_unsendable(self, dialog: tuple[str, str, str]) -> list[Notify]:
-        """A NOTIFY Kamailio could not send (no route to its target)."""
+    def handle_notify_unsendable(self, dialog: tuple[str, str, str], cseq: int) -> list[Notify]:
+        """Our NOTIFY with CSeq `cseq` could not be sent (no route to its
+        target): the subscription ends."""
         try:
-            return self.notifier.notify_unsendable(dialog)
+            return self.notifier.notify_unsendable(dialog, cseq)
         except StoreUnavailable as e:
             log.warning("unsendable NOTIFY (call-id=%s) not handled: %s", dialog[0], e)
             return []
 
-    def handle_notify_unanswered(self, dialog: tuple[str, str, str]) -> list[Notify]:
-        """A NOTIFY that got no answer within notify_timeout."""
+    def handle_notify_answers(self, answers: list[tuple[tuple[str, str, str], int]]
+                              ) -> list[Notify]:
+        """Successful answers to our NOTIFYs, (dialog, CSeq) each, collected
+        over a moment (Kamailio's mqueue pa_answers): ended together."""
         try:
-            return self.notifier.notify_unanswered(dialog)
+            return self.notifier.notifies_answered(answers)
         except StoreUnavailable as e:
-            log.warning("unanswered NOTIFY (call-id=%s) not handled: %s", dialog[0], e)
+            log.warning("%d answers to NOTIFYs not recorded: %s", len(answers), e)
             return []
+
+    def unanswered_notifies(self) -> int:
+        """How many NOTIFYs the timers found unanswered since the last
+        call (for the statistics)."""
+        count, self._unanswered = self._unanswered, 0
+        return count
 
     def handle_xcap(self, req: HttpRequest) -> tuple[HttpReply, list[Notify]]:
         """An HTTP request for the built-in XCAP server."""
@@ -102,6 +116,9 @@ class PresenceAgent:
             return notifies
         self._next_sweep = now + self.settings.timer_interval
         notifies += self.notifier.expire_subscriptions()
+        unanswered, count = self.notifier.notify_unanswered()
+        notifies += unanswered
+        self._unanswered += count
         notifies += self.compositor.expire_publications(self.registrations.on_expiry)
         notifies += self.notifier.refresh_rules()
         return notifies

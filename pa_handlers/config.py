@@ -59,6 +59,10 @@ class Settings:
     retry_after: int = 5
     notify_timeout: int = 32
     ignore_408_on_notify: bool = False
+    # Limits on what one watcher, or the watchers of one presentity, can
+    # make us hold and send (new subscriptions beyond them get 403).
+    max_subscriptions_per_watcher: int = 500
+    max_subscriptions_per_presentity: int = 1000
     # Authorization documents (auth: xcap).
     auth_rules_refresh_time: int = 300
     xcap_document_path: str = "/xcap-root/pres-rules/users/{xui}/index"
@@ -251,6 +255,8 @@ _CHECKS = {
     "retry_after": _int("retry_after", 1, 3600),
     "notify_timeout": _int("notify_timeout", 1, 3600),
     "ignore_408_on_notify": _bool("ignore_408_on_notify"),
+    "max_subscriptions_per_watcher": _int("max_subscriptions_per_watcher", 1, 1_000_000),
+    "max_subscriptions_per_presentity": _int("max_subscriptions_per_presentity", 1, 1_000_000),
     "auth_rules_refresh_time": _int("auth_rules_refresh_time", 1, 30 * _DAY),
     "xcap_document_path": _document_path,
     "xcap_timeout": _number("xcap_timeout", 0.1, 30),

@@ -43,6 +43,10 @@ class Notifier:
     def now(self) -> int:
         return int(self.clock())
 
+    def deadline(self) -> int:
+        """When a NOTIFY sent now counts as unanswered."""
+        return self.now() + self.settings.notify_timeout
+
     # -- SUBSCRIBE ------------------------------------------------------
 
     def subscribe(self, req: SipRequest, ctx: Context, domain: str) -> Outcome:
@@ -105,13 +109,19 @@ class Notifier:
             state = subscription_state(TERMINATED, 0, "timeout")
         else:
             state = subscription_state(sub.status, expires)
+        limits = (self.settings.max_subscriptions_per_watcher,
+                  self.settings.max_subscriptions_per_presentity)
         if event.package == WINFO:
-            if expires:
-                self.store.add_subscription(sub, now)
+            if expires and self.store.add_subscription(sub, now, self.deadline(),
+                                                       limits) is None:
+                return self._too_many(event.package, presentity, watcher)
             outcome.notifies.append(self._winfo_full(sub, state))
         else:
             if expires:
-                document, watched = self.store.add_subscription(sub, now, WINFO)
+                added = self.store.add_subscription(sub, now, self.deadline(), limits, WINFO)
+                if added is None:
+                    return self._too_many(event.package, presentity, watcher)
+                document, watched = added
             else:
                 document, watched = self.store.document_and_watchers(
                     (presentity, domain, PRESENCE), WINFO)
@@ -124,7 +134,21 @@ class Notifier:
         outcome.presentity, outcome.watcher = presentity, watcher
         return outcome
 
+    def _too_many(self, package: str, presentity: str, watcher: str) -> Outcome:
+        """A new subscription beyond max_subscriptions_per_watcher or
+        _per_presentity.  403, not 503: the limit holds until subscriptions
+        end, so a client told to retry later (or to try another node, RFC
+        3263, which shares the same database) would only come back to the
+        same answer."""
+        refused = reply(403, reason="Forbidden (Too Many Subscriptions)")
+        refused.detail = (f"{package}, refused: too many subscriptions (limits: "
+                          f"{self.settings.max_subscriptions_per_watcher} per watcher, "
+                          f"{self.settings.max_subscriptions_per_presentity} per presentity)")
+        refused.presentity, refused.watcher = presentity, watcher
+        return refused
+
     def _in_dialog(self, req, ctx, event, dialog, cseq, expires: int) -> Outcome:
+        notify = True   # the final NOTIFY of an unsubscription goes out at once
         if expires == 0:
             result, sub, document = self.store.remove_subscription(dialog, event.package,
                                                                    event.id, cseq)
@@ -137,9 +161,11 @@ class Notifier:
                     return reply(406)
                 content_type = pidf.sent_as(content_type)
             remote_target = _contact(req, required=False)
-            result, sub, document = self.store.refresh_subscription(
+            # With a NOTIFY in flight, the refresh's NOTIFY follows its
+            # answer (the subscription is marked dirty).
+            result, sub, document, notify = self.store.refresh_subscription(
                 dialog, event.package, event.id, cseq, self.now() + expires,
-                remote_target, content_type)
+                remote_target, content_type, self.deadline())
             state = subscription_state(sub.status, expires) if sub else ""
         if result is DialogResult.UNKNOWN:
             return reply(481)
@@ -147,9 +173,9 @@ class Notifier:
             # RFC 3261 12.2.2: a CSeq lower than the last one is an error.
             return reply(500, reason="Server Internal Error (CSeq Out Of Order)")
         outcome = self._ok(ctx, expires)
-        if sub.event == WINFO:
+        if notify and sub.event == WINFO:
             outcome.notifies.append(self._winfo_full(sub, state))
-        else:
+        elif notify:
             outcome.notifies.append(self._notify(sub, sub.local_cseq, state, document))
             if expires == 0:
                 outcome.notifies += self.winfo_changed(
@@ -157,6 +183,8 @@ class Notifier:
                     [winfo.entry(sub, winfo.TIMEOUT, self.now(), TERMINATED)])
         outcome.detail = (f"{sub.event}, refresh, expires {expires}" if expires
                           else f"{sub.event}, unsubscribe")
+        if not notify:
+            outcome.detail += ", NOTIFY after the one in flight"
         outcome.presentity, outcome.watcher = sub.presentity, sub.watcher
         return outcome
 
@@ -187,33 +215,26 @@ class Notifier:
 
     def fan_out(self, key: tuple[str, str, str]) -> list[Notify]:
         """NOTIFYs with the presentity's new document to its active
-        watchers; each format and view is rendered once, not once per
+        watchers (those with a NOTIFY in flight get the newest state after
+        its answer); each format and view is rendered once, not once per
         watcher."""
         try:
-            subs, document = self.store.watchers_to_notify(key, self.now())
+            subs, document = self.store.watchers_to_notify(key, self.now(), self.deadline())
         except StoreUnavailable as e:
             log.warning("watchers of %s not notified: %s", key[0], e)
             return []
-        now = self.now()
-        bodies: dict[tuple[str, int], str] = {}
-        notifies = []
-        for sub in subs:
-            view = (sub.content_type, sub.permissions)
-            body = bodies.get(view)
-            if body is None:
-                body = bodies[view] = pidf.render(document, sub.presentity, *view)
-            state = subscription_state(ACTIVE, sub.expires_at - now)
-            notifies.append(build_notify(sub, sub.local_cseq, state, sub.content_type, body))
-        return notifies
+        return self._newest_all([(sub, document) for sub in subs])
 
     def winfo_changed(self, domain: str, presentity: str, entries: list[winfo.WatcherEntry],
                       known_watched: bool = False) -> list[Notify]:
         """Partial watcher-info NOTIFYs to those who watch the presentity's
-        watcher list."""
+        watcher list (those with a NOTIFY in flight get the whole list
+        after its answer)."""
         try:
             if not known_watched and not self.store.watched([(presentity, domain)], WINFO):
                 return []
-            subs, _ = self.store.watchers_to_notify((presentity, domain, WINFO), self.now())
+            subs, _ = self.store.watchers_to_notify((presentity, domain, WINFO), self.now(),
+                                                    self.deadline())
         except StoreUnavailable as e:
             log.warning("watcher-info of %s not sent: %s", presentity, e)
             return []
@@ -272,13 +293,15 @@ class Notifier:
                     winfo.entry(ended, event, now, TERMINATED))
                 log.info("watcher %s of %s: %s", sub.watcher, presentity, reason)
                 continue
-            moved = self.store.reauthorize_subscription(sub, new.status, new.permissions, now)
+            moved = self.store.reauthorize_subscription(sub, new.status, new.permissions,
+                                                        self.deadline())
             if moved is None:
                 continue
-            updated, document = moved
-            notifies.append(self._notify(updated, updated.local_cseq,
-                                         subscription_state(ACTIVE, updated.expires_at - now),
-                                         document))
+            updated, document, notify = moved
+            if notify:   # else the answer to the NOTIFY in flight tells the watcher
+                notifies.append(self._notify(updated, updated.local_cseq,
+                                             subscription_state(ACTIVE, updated.expires_at - now),
+                                             document))
             if sub.status == PENDING:
                 changes.setdefault(sub.presence_domain, []).append(
                     winfo.entry(updated, winfo.APPROVED, now))
@@ -311,30 +334,93 @@ class Notifier:
         return notifies + self._winfo_for_ended(ended, winfo.DEACTIVATED)
 
     # -- answers to our NOTIFYs -------------------------------------------
+    #
+    # Each subscription has at most one NOTIFY in flight, across processes
+    # and nodes (the store keeps it with the subscription): a change while
+    # one is in flight marks the subscription dirty, and the answer, or the
+    # NOTIFY's deadline, sends the newest state.  So a watcher always ends
+    # with the newest state, a burst of changes costs a slow watcher one
+    # NOTIFY (RFC 3856 6.4), and a watcher that never answers costs one
+    # transaction, not one per change.  Only an answer to the NOTIFY in
+    # flight acts: any other (a late or forged one) changes nothing.
 
-    def notify_answered(self, dialog: tuple[str, str, str], code: int) -> list[Notify]:
-        """A final answer to one of our NOTIFYs.  A success costs nothing;
-        481 and 404 (and 408) mean the watcher is gone (RFC 6665 4.2.2)."""
-        if code < 300:
-            return []
+    def notify_answered(self, dialog: tuple[str, str, str], cseq: int,
+                        code: int) -> list[Notify]:
+        """A final answer to our NOTIFY with CSeq `cseq`.  481 and 404 (and
+        408) mean the watcher is gone (RFC 6665 4.2.2); any other ends the
+        wait, and a dirty subscription gets its newest state."""
         if code in (404, 481) or (code == 408 and not self.settings.ignore_408_on_notify):
-            return self._watcher_gone(dialog, f"NOTIFY answered {code}")
-        self.store.notify_failed(dialog, code)
-        return []
+            return self._watcher_gone(self.store.drop_answered(dialog, cseq),
+                                      f"NOTIFY answered {code}")
+        changed = self.store.notify_answered(dialog, cseq, code if code >= 300 else None,
+                                             self.deadline())
+        return self._newest_all([changed]) if changed else []
 
-    def notify_unanswered(self, dialog: tuple[str, str, str]) -> list[Notify]:
-        """A NOTIFY got no answer within notify_timeout (Timer F)."""
-        if self.settings.ignore_408_on_notify:
-            return []
-        return self._watcher_gone(dialog, "NOTIFY unanswered")
+    def notifies_answered(self, answers: list[tuple[tuple[str, str, str], int]]) -> list[Notify]:
+        """Successful answers (dialog, CSeq) collected over a moment, ended
+        in one round trip; the subscriptions that changed meanwhile get
+        their newest state."""
+        if len(answers) == 1:
+            return self.notify_answered(*answers[0], 200)   # one statement, not two
+        return self._newest_all(self.store.settle_answered(answers, self.deadline()))
 
-    def notify_unsendable(self, dialog: tuple[str, str, str]) -> list[Notify]:
-        """A NOTIFY could not even be sent (its target resolves nowhere):
-        every later one would fail alike, so the subscription ends now."""
-        return self._watcher_gone(dialog, "its NOTIFY has nowhere to go")
+    def notify_unsendable(self, dialog: tuple[str, str, str], cseq: int) -> list[Notify]:
+        """Our NOTIFY with CSeq `cseq` could not even be sent (its target
+        resolves nowhere): every later one would fail alike, so the
+        subscription ends now."""
+        return self._watcher_gone(self.store.drop_answered(dialog, cseq),
+                                  "its NOTIFY has nowhere to go")
 
-    def _watcher_gone(self, dialog: tuple[str, str, str], why: str) -> list[Notify]:
-        sub = self.store.drop_subscription(dialog)
+    def notify_unanswered(self) -> tuple[list[Notify], int]:
+        """The NOTIFYs in flight past notify_timeout (Timer F).  The first
+        of a subscription to go unanswered is sent again with the newest
+        state, for its answer may have been lost with the node that sent
+        it (a restart, a crash); when that one goes unanswered too, the
+        subscription ends (RFC 6665 4.2.2).  With ignore_408_on_notify a
+        subscription only stops waiting, and gets what changed meanwhile.
+        Bounded batches, like the expiries.  Returns the NOTIFYs and how
+        many went unanswered."""
+        notifies: list[Notify] = []
+        count = 0
+        end = not self.settings.ignore_408_on_notify
+        try:
+            for _ in range(TIMER_MAX_BATCHES):
+                claimed, gone, again = self.store.claim_unanswered(self.now(), TIMER_BATCH, end,
+                                                                   self.deadline())
+                count += claimed
+                for sub in gone:
+                    notifies += self._watcher_gone(sub, "NOTIFY unanswered")
+                notifies += self._newest_all(again)
+                if claimed < TIMER_BATCH:
+                    break
+        except StoreUnavailable as e:
+            warn_outage(log, "unanswered NOTIFYs", e)
+        return notifies, count
+
+    def _newest_all(self, changed: list[tuple[Subscription, bytes | None]]) -> list[Notify]:
+        """The NOTIFYs with the newest state of subscriptions whose changes
+        waited for the answer to the previous one: presence the whole
+        document (each view rendered once), watcher information the whole
+        list (partial updates would leave out what was coalesced)."""
+        now = self.now()
+        bodies: dict[tuple, str] = {}
+        notifies = []
+        for sub, document in changed:
+            state = subscription_state(sub.status, sub.expires_at - now)
+            if sub.event == WINFO:
+                notifies.append(self._winfo_full(sub, state))
+            elif sub.status != ACTIVE:
+                notifies.append(build_notify(sub, sub.local_cseq, state))
+            else:
+                view = (sub.presentity, sub.presence_domain, sub.content_type, sub.permissions)
+                if view not in bodies:
+                    bodies[view] = pidf.render(document, sub.presentity, sub.content_type,
+                                               sub.permissions)
+                notifies.append(build_notify(sub, sub.local_cseq, state, sub.content_type,
+                                             bodies[view]))
+        return notifies
+
+    def _watcher_gone(self, sub: Subscription | None, why: str) -> list[Notify]:
         if sub is None:
             return []
         log.info("subscription of %s to %s ended: %s (call-id=%s)",

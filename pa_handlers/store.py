@@ -3,9 +3,13 @@
 State lives in MySQL/MariaDB so that every Kamailio process, every node and
 a restarted server see the same truth.  Each Kamailio process is single
 threaded and owns one connection, opened lazily after the fork and dropped
-on any connection error.  A request that cannot reach the database gets
-StoreUnavailable at once (the caller answers 500 with Retry-After); the
-next request after a short pause tries again, so service resumes by itself.
+on any connection error.  A connection the server closed while it lay idle
+(a database restart) is replaced before it carries a request; one lost
+while it carried one is replaced and the work run again, once, if nothing
+the work sent can have changed the database.  Otherwise a request that
+cannot reach the database gets StoreUnavailable at once (the caller answers
+500 with Retry-After); the next request tries again, after a short pause
+when the server could not be reached, so service resumes by itself.
 
 Every statement is parameterised.  Multi-step changes run in one
 transaction, retried when the server reports a deadlock, a lock wait
@@ -16,9 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib
 import logging
 import os
 import secrets
+import select
 import time
 from typing import Callable, TypeVar
 
@@ -29,12 +35,16 @@ log = logging.getLogger("pa.store")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Errors after which the same transaction may simply be run again.
 _RETRY_CODES = {1205, 1213, 1180, 1181, 1047, 1317}
 # Server errors that mean the connection or the server is going away.
 _GONE_CODES = {1053, 1077, 1078, 1079, 1080, 1152, 1153, 1927, 4031}
+# The connection broke under a query (client errors: server gone away, lost
+# during the query, lost at reading; server: connection killed, client
+# idle too long): a fresh one may do better.
+_LOST_CODES = {2006, 2013, 2055, 1927, 4031}
 _RETRIES = 3
 _MULTI_STATEMENTS = 1 << 16     # CLIENT_MULTI_STATEMENTS of the MySQL protocol
 
@@ -59,12 +69,59 @@ class _Driver:
         self.Error = module.MySQLError
         self.OperationalError = module.OperationalError
         self.InterfaceError = module.InterfaceError
+        self.Cursor = _recording(importlib.import_module(module.__name__ + ".cursors").Cursor)
 
     def ping(self, conn) -> None:
         if self.name == "pymysql":
             conn.ping(reconnect=False)
         else:
             conn.ping()
+
+    def fileno(self, conn) -> int:
+        return conn._sock.fileno() if self.name == "pymysql" else conn.fileno()
+
+
+def _recording(base):
+    """The driver's cursor, remembering the SQL it sent (`sent`): after a
+    lost connection, Database.run tells from it whether the work may
+    have changed the database.  A subclass, not a wrapper: nothing on the
+    path of a query costs more than one list append."""
+    class RecordingCursor(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.sent: list[str] = []
+
+        def execute(self, query, args=None):
+            self.sent.append(query)
+            return super().execute(query, args)
+
+        def executemany(self, query, args):
+            self.sent.append(query)
+            return super().executemany(query, args)
+    return RecordingCursor
+
+
+def may_have_changed(sent: list[str]) -> bool:
+    """Whether the statements sent before a connection broke may have
+    changed the database: a write outside a transaction commits by
+    itself (autocommit), and a COMMIT may have reached the server however
+    early the connection broke after it was sent.  Reads, and the
+    statements of a transaction whose COMMIT was never sent, change
+    nothing: the server rolls such a transaction back with the
+    connection.  Statements come as batch() joins them (';' at a line
+    end); anything not recognised counts as a change."""
+    in_transaction = False
+    for text in sent:
+        for statement in text.split(";\n"):
+            words = statement.split(None, 2)
+            verb = words[0].upper() if words else ""
+            if verb == "START" and len(words) > 1 and words[1].upper() == "TRANSACTION":
+                in_transaction = True
+            elif verb == "ROLLBACK":
+                in_transaction = False
+            elif verb != "SELECT" and not in_transaction or verb == "COMMIT":
+                return True
+    return False
 
 
 DRIVER = _Driver()
@@ -94,7 +151,15 @@ class DialogResult(enum.Enum):
 
 
 class Database:
-    """One connection per process, reconnected after failures."""
+    """One connection per process, reconnected after failures.
+
+    Not DBUtils (SteadyDB/PersistentDB), though it does the like: SteadyDB
+    runs a statement that failed on a lost connection again on a new one
+    unless begin() told it of a transaction, and our transactions are
+    START TRANSACTION ... COMMIT inside multi-statement batches, so it would
+    send an autocommitted write, or a COMMIT, twice.  It finds dead
+    connections by pinging (a round trip) where one poll(2) does, and
+    Debian 12, whose Python Kamailio embeds, does not package it."""
 
     def __init__(self, url: DatabaseUrl, timeout: float, pause: float = 1.0,
                  clock: Callable[[], float] = time.monotonic):
@@ -132,6 +197,8 @@ class Database:
         self._failed_at = None
         self._pid = os.getpid()
         self._used_at = now
+        self._readable = select.poll()
+        self._readable.register(DRIVER.fileno(conn), select.POLLIN | select.POLLPRI)
         return conn
 
     def connection(self) -> object:
@@ -139,15 +206,32 @@ class Database:
         # children after mod_init, and a shared socket would mix their queries.
         if self._conn is None or self._pid != os.getpid():
             self._conn = self._connect()
-        elif self.clock() - self._used_at > 5.0:
-            # An idle connection may have died with a database restart; a
-            # ping now is cheaper than failing the request it would carry.
-            try:
-                DRIVER.ping(self._conn)
-            except DRIVER.Error:
-                self.discard()
-                self._conn = self._connect()
+        elif self._closed_by_server() or (self.clock() - self._used_at > 5.0
+                                          and not self._answers_ping()):
+            self.discard()
+            self._conn = self._connect()
         return self._conn
+
+    def _closed_by_server(self) -> bool:
+        """Whether the server closed the idle connection (a restart, its
+        wait_timeout, a KILL): with no query outstanding there is then
+        something to read, its last error or the end of the stream.  One
+        poll(2), no round trip, before every use: a request never goes out
+        on a connection already known dead."""
+        try:
+            return bool(self._readable.poll(0))
+        except (OSError, ValueError):
+            return True
+
+    def _answers_ping(self) -> bool:
+        # A connection idle for a while may have lost its server without
+        # being told (a host that went down); a ping now is cheaper than
+        # failing the request it would carry.
+        try:
+            DRIVER.ping(self._conn)
+            return True
+        except DRIVER.Error:
+            return False
 
     def discard(self) -> None:
         conn, self._conn = self._conn, None
@@ -159,11 +243,17 @@ class Database:
 
     def run(self, work: Callable[[object], T]) -> T:
         """Run `work(cursor)`; a transaction it begins (with batch()) is
-        rolled back on failure, and run again after a deadlock."""
+        rolled back on failure, and run again after a deadlock.  When the
+        connection breaks under it, the work runs again on a fresh one,
+        once, if what it sent cannot have changed the database (see
+        may_have_changed) and the server did not merely take too long."""
+        rerun = True
         for attempt in range(_RETRIES):
             conn = self.connection()
+            started = self.clock()
+            cur = None
             try:
-                with conn.cursor() as cur:
+                with conn.cursor(DRIVER.Cursor) as cur:
                     result = work(cur)
                 self._used_at = self.clock()
                 return result
@@ -175,18 +265,38 @@ class Database:
                         continue
                     raise StoreUnavailable(f"database busy: {e}") from None
                 self.discard()
+                if code in _LOST_CODES and rerun and self._may_rerun(cur, started):
+                    rerun = False
+                    continue
                 if code >= 2000 or code in _GONE_CODES:
-                    # Connection lost, timed out, or the server is going away.
-                    self._failed_at = self.clock()
+                    self._pause_after(code, started)
                 raise StoreUnavailable(f"database error: {e}") from None
             except (DRIVER.InterfaceError, OSError) as e:
                 self.discard()
-                self._failed_at = self.clock()
+                if rerun and self._may_rerun(cur, started):
+                    rerun = False
+                    continue
+                self._pause_after(0, started)
                 raise StoreUnavailable(f"database connection lost: {e}") from None
             except BaseException:
                 self._rollback(conn)
                 raise
         raise AssertionError("unreachable")
+
+    def _may_rerun(self, cur, started: float) -> bool:
+        """Whether work whose connection broke may run again: nothing it
+        sent can have changed the database, and the break was not a read
+        timeout (a server that hangs would only hang again)."""
+        return (cur is not None and self.clock() - started < self.timeout
+                and not may_have_changed(cur.sent))
+
+    def _pause_after(self, code: int, started: float) -> None:
+        """Fail fast for a moment when the server is going away or hangs
+        (it said so, or did not answer within db_timeout); a connection
+        that merely broke is reopened by the next request."""
+        going_away = code in _GONE_CODES and code not in _LOST_CODES
+        if going_away or self.clock() - started >= self.timeout:
+            self._failed_at = self.clock()
 
     def _rollback(self, conn) -> None:
         try:
@@ -226,13 +336,58 @@ _INSERT_COLS = [c for c in SUBSCRIPTION_COLUMNS if c != "id"]
 _INSERT_SUBSCRIPTION = ("INSERT INTO pa_subscription (" + ", ".join(_INSERT_COLS)
                         + ", created_at) VALUES (" + ", ".join(["%s"] * (len(_INSERT_COLS) + 1))
                         + ")")
+# A new subscription, in flight until its first NOTIFY is answered, if its
+# watcher and its presentity's event have fewer subscriptions than their
+# limits (both counts through an index).
+_INSERT_LIMITED = ("INSERT INTO pa_subscription (" + ", ".join(_INSERT_COLS)
+                   + ", created_at, notify_deadline) SELECT "
+                   + ", ".join(["%s"] * (len(_INSERT_COLS) + 2))
+                   + " FROM DUAL WHERE (SELECT COUNT(*) FROM pa_subscription WHERE watcher = %s) < %s"
+                   " AND (SELECT COUNT(*) FROM pa_subscription WHERE presentity = %s"
+                   " AND presence_domain = %s AND event = %s) < %s")
 _SUB_COLS_S = ", ".join("s." + c for c in SUBSCRIPTION_COLUMNS)
 _N_SUB = len(SUBSCRIPTION_COLUMNS)
 _DIALOG = "call_id = %s AND local_tag = %s AND remote_tag = %s"
+# FROM and WHERE of a subscription (s), found by its dialog, with its
+# presentity's document (d.body).
+_DIALOG_WITH_DOCUMENT = (" FROM pa_subscription s LEFT JOIN pa_document d"
+                         " ON d.presentity = s.presentity AND d.presence_domain = s.presence_domain"
+                         " AND d.event = s.event"
+                         " WHERE s.call_id = %s AND s.local_tag = %s AND s.remote_tag = %s")
 
 
 def _subscription(row) -> Subscription:
     return Subscription(*row[:_N_SUB])
+
+
+# At most one NOTIFY per subscription is in flight (sql/002): the one with
+# CSeq local_cseq, while notify_deadline is not 0.  _NOTIFY_OR_DIRTY, in the
+# UPDATE of a change, reserves the CSeq of the NOTIFY that tells it (and
+# puts that NOTIFY in flight until the deadline given as its parameter), or,
+# when one is in flight, only marks the subscription dirty: the answer sends
+# the newest state.  Each assignment reads only columns assigned after it,
+# so it means the same whether the server assigns left to right (MySQL's
+# and MariaDB's default) or all at once (SIMULTANEOUS_ASSIGNMENT).
+_NOTIFY_OR_DIRTY = ("notify_dirty = (notify_deadline <> 0),"
+                    " local_cseq = LAST_INSERT_ID(local_cseq + (notify_deadline = 0)),"
+                    " notify_deadline = IF(notify_deadline = 0, %s, notify_deadline)")
+# The answer to the NOTIFY in flight (CSeq, Call-ID and tags given): it is
+# no longer in flight, unless the subscription is dirty, in which case the
+# NOTIFY with the newest state takes its place (CSeq + 1, a new deadline).
+_SETTLE = ("UPDATE pa_subscription SET local_cseq = LAST_INSERT_ID(local_cseq + notify_dirty),"
+           " notify_deadline = IF(notify_dirty, %s, 0), notify_dirty = 0, notify_retry = 0,"
+           " last_notify_code = COALESCE(%s, last_notify_code)"
+           " WHERE " + _DIALOG + " AND local_cseq = %s AND notify_deadline <> 0")
+
+
+def _with_documents(subs: list[Subscription],
+                    documents: list) -> list[tuple[Subscription, bytes | None]]:
+    """Subscriptions given the CSeq of their next NOTIFY (Store._newest_state),
+    each with its presentity's document (rows of Store._select_documents)."""
+    bodies = {tuple(row[:3]): row[3] for row in documents}
+    for sub in subs:
+        sub.local_cseq += 1
+    return [(s, bodies.get((s.presentity, s.presence_domain, s.event))) for s in subs]
 
 
 def _placeholders(n: int, one: str = "%s") -> str:
@@ -323,22 +478,30 @@ class Store:
 
     # -- subscriptions --------------------------------------------------
 
-    def add_subscription(self, sub: Subscription, now: int,
-                         winfo_event: str | None = None) -> tuple[bytes | None, bool]:
+    def add_subscription(self, sub: Subscription, now: int, deadline: int,
+                         limits: tuple[int, int], winfo_event: str | None = None
+                         ) -> tuple[bytes | None, bool] | None:
         """Store a new subscription whose first NOTIFY (local_cseq) is about
-        to be sent.  With `winfo_event`, also read (after the insert, in the
-        same round trip) the presentity's document and whether anyone
-        watches its watcher list: read after the subscription exists, no
-        concurrent change of the document can fall between this read and
-        its fan-out."""
-        statements = [(_INSERT_SUBSCRIPTION, [getattr(sub, c) for c in _INSERT_COLS] + [now])]
+        to be sent, in flight until `deadline`; None (nothing stored) when
+        its watcher already has `limits[0]` subscriptions or the
+        presentity's event `limits[1]`.  The counts and the insert are one
+        statement; concurrent inserts may overshoot a limit by at most one
+        per database connection.  With `winfo_event`, also read (after the
+        insert, in the same round trip) the presentity's document and
+        whether anyone watches its watcher list: read after the subscription
+        exists, no concurrent change of the document can fall between this
+        read and its fan-out."""
         key = (sub.presentity, sub.presence_domain, sub.event)
+        statements = [(_INSERT_LIMITED, [getattr(sub, c) for c in _INSERT_COLS]
+                       + [now, deadline, sub.watcher, limits[0], *key, limits[1]])]
         if winfo_event:
             statements += [self._select_document(key),
                            self._select_watched((key[0], key[1], winfo_event))]
 
         def work(cur):
             results = batch(cur, *statements)
+            if results[0].rowcount != 1:
+                return None
             sub.id = results[0].lastrowid
             if not winfo_event:
                 return None, False
@@ -348,34 +511,33 @@ class Store:
 
     def refresh_subscription(self, dialog: tuple[str, str, str], event: str,
                              event_id: str, remote_cseq: int, expires_at: int,
-                             remote_target: str | None, content_type: str | None
-                             ) -> tuple[DialogResult, Subscription | None, bytes | None]:
+                             remote_target: str | None, content_type: str | None,
+                             deadline: int
+                             ) -> tuple[DialogResult, Subscription | None, bytes | None, bool]:
         """Extend a subscription and reserve the CSeq of the NOTIFY that
-        follows.  The CSeq is taken before the document is read, so the
-        NOTIFY with the highest CSeq always carries the newest document."""
+        follows, unless one is in flight (then the last value is False: the
+        answer to that one sends the newest state).  The CSeq is taken
+        before the document is read, so the NOTIFY with the highest CSeq
+        always carries the newest document."""
         def work(cur):
-            update, select = batch(
-                cur,
+            _, update, select, _ = batch(
+                cur, BEGIN,
                 ("UPDATE pa_subscription SET expires_at = %s,"
                  " remote_target = COALESCE(%s, remote_target),"
-                 " content_type = COALESCE(%s, content_type),"
-                 " remote_cseq = %s, local_cseq = LAST_INSERT_ID(local_cseq + 1)"
+                 " content_type = COALESCE(%s, content_type), remote_cseq = %s, "
+                 + _NOTIFY_OR_DIRTY +
                  " WHERE " + _DIALOG + " AND event = %s AND event_id = %s AND remote_cseq < %s",
-                 (expires_at, remote_target, content_type, remote_cseq,
+                 (expires_at, remote_target, content_type, remote_cseq, deadline,
                   *dialog, event, event_id, remote_cseq)),
-                ("SELECT " + _SUB_COLS_S + ", d.body FROM pa_subscription s"
-                 " LEFT JOIN pa_document d ON d.presentity = s.presentity"
-                 " AND d.presence_domain = s.presence_domain AND d.event = s.event"
-                 " WHERE s.call_id = %s AND s.local_tag = %s AND s.remote_tag = %s"
-                 " AND s.event = %s AND s.event_id = %s", (*dialog, event, event_id)))
+                # In the same transaction: notify_dirty as the UPDATE left it.
+                ("SELECT " + _SUB_COLS_S + ", d.body, s.notify_dirty" + _DIALOG_WITH_DOCUMENT
+                 + " AND s.event = %s AND s.event_id = %s", (*dialog, event, event_id)), COMMIT)
             if not select.rows:
-                return DialogResult.UNKNOWN, None, None
+                return DialogResult.UNKNOWN, None, None, False
             if update.rowcount != 1:
-                return DialogResult.STALE, None, None
+                return DialogResult.STALE, None, None, False
             row = select.rows[0]
-            sub = _subscription(row)
-            sub.local_cseq = update.lastrowid
-            return DialogResult.OK, sub, row[_N_SUB]
+            return DialogResult.OK, _subscription(row), row[_N_SUB], not row[_N_SUB + 1]
         return self.db.run(work)
 
     def remove_subscription(self, dialog: tuple[str, str, str], event: str, event_id: str,
@@ -399,21 +561,134 @@ class Store:
             return DialogResult.OK, sub, (doc[0] if doc else None)
         return self.db.run(work)
 
-    def notify_failed(self, dialog: tuple[str, str, str], code: int) -> None:
-        """Record an answer to a NOTIFY that was not a success but does not
-        end the subscription (for operators looking at a watcher)."""
+    def notify_answered(self, dialog: tuple[str, str, str], cseq: int, failure: int | None,
+                        deadline: int) -> tuple[Subscription, bytes | None] | None:
+        """The answer to the NOTIFY in flight with CSeq `cseq`, which does
+        not end the subscription (`failure`: its code, recorded for
+        operators, when not a success).  When the subscription changed
+        meanwhile, returns it with the CSeq of the NOTIFY with its newest
+        state, now in flight until `deadline`, and its document; otherwise
+        (also for an answer to no NOTIFY in flight) None.  One UPDATE by
+        the dialog's key; the subscription and its document are read, in a
+        second round trip, only when it changed meanwhile."""
         def work(cur):
-            cur.execute("UPDATE pa_subscription SET last_notify_code = %s WHERE " + _DIALOG,
-                        (code, *dialog))
-        self.db.run(work)
+            cur.execute(_SETTLE, (deadline, failure, *dialog, cseq))
+            if cur.rowcount != 1 or cur.lastrowid != cseq + 1:
+                return None
+            cur.execute("SELECT " + _SUB_COLS_S + ", d.body" + _DIALOG_WITH_DOCUMENT
+                        + " AND s.local_cseq = %s", (*dialog, cseq + 1))
+            row = cur.fetchone()
+            return (_subscription(row), row[_N_SUB]) if row else None
+        return self.db.run(work)
 
-    def drop_subscription(self, dialog: tuple[str, str, str]) -> Subscription | None:
-        """End a subscription whose watcher is gone (NOTIFY failed)."""
+    def settle_answered(self, answers: list[tuple[tuple[str, str, str], int]], deadline: int
+                        ) -> list[tuple[Subscription, bytes | None]]:
+        """Successful answers to NOTIFYs, (dialog, CSeq) each, collected
+        over a moment: one UPDATE per chunk ends the wait of those whose
+        subscription did not change meanwhile.  Those that did (found in
+        the same round trip) get, together, the CSeq of the NOTIFY with
+        their newest state, in flight until `deadline`, and are returned
+        with their documents: two more round trips, whatever their number.
+        Answers to no NOTIFY in flight change nothing."""
         def work(cur):
-            cur.execute("DELETE FROM pa_subscription WHERE " + _DIALOG + " RETURNING " + _SUB_COLS,
-                        dialog)
+            changed = []
+            for start in range(0, len(answers), _IN_CHUNK):
+                keys = [(*dialog, cseq) for dialog, cseq in answers[start:start + _IN_CHUNK]]
+                # The Call-IDs first: their index range is certain to be used.
+                where = (" WHERE call_id IN (" + _placeholders(len(keys)) + ") AND (call_id,"
+                         " local_tag, remote_tag, local_cseq) IN ("
+                         + _placeholders(len(keys), "(%s, %s, %s, %s)")
+                         + ") AND notify_deadline <> 0 AND notify_dirty = ")
+                args = [k[0] for k in keys] + [v for k in keys for v in k]
+                _, dirty = batch(
+                    cur, ("UPDATE pa_subscription SET notify_deadline = 0, notify_retry = 0"
+                          + where + "0", args),
+                    ("SELECT id, local_cseq FROM pa_subscription" + where + "1", args))
+                changed += [tuple(row) for row in dirty.rows]
+            if not changed:
+                return []
+            # Locked as found (the same NOTIFY still in flight): each moves on
+            # once, whatever else answers or sweeps it meanwhile.
+            _, locked = batch(cur, BEGIN, (
+                "SELECT " + _SUB_COLS + " FROM pa_subscription WHERE (id, local_cseq) IN ("
+                + _placeholders(len(changed), "(%s, %s)") + ") AND notify_deadline <> 0"
+                " AND notify_dirty = 1 FOR UPDATE", [v for pair in changed for v in pair]))
+            subs = [_subscription(row) for row in locked.rows]
+            if not subs:
+                cur.execute("COMMIT")
+                return []
+            statements = self._newest_state(subs, deadline, retry=0)
+            results = batch(cur, *statements, COMMIT)
+            return _with_documents(subs, results[1].rows if len(statements) > 1 else [])
+        return self.db.run(work) if answers else []
+
+    def _newest_state(self, subs: list[Subscription], deadline: int,
+                      retry: int) -> list[tuple[str, list]]:
+        """Statements (inside the caller's transaction, the rows locked)
+        that give each subscription the CSeq of the NOTIFY with its newest
+        state, in flight until `deadline`, and read the documents of the
+        active ones; see _with_documents."""
+        statements = [("UPDATE pa_subscription SET local_cseq = local_cseq + 1,"
+                       " notify_deadline = %s, notify_dirty = 0, notify_retry = %s"
+                       " WHERE id IN (" + _placeholders(len(subs)) + ")",
+                       [deadline, retry] + [s.id for s in subs])]
+        keys = list(dict.fromkeys((s.presentity, s.presence_domain, s.event) for s in subs
+                                  if s.status == "active"))
+        if keys:
+            statements.append(self._select_documents(keys))
+        return statements
+
+    def drop_answered(self, dialog: tuple[str, str, str], cseq: int) -> Subscription | None:
+        """End a subscription whose watcher answered the NOTIFY in flight
+        (CSeq `cseq`) that it is gone; None when no such NOTIFY is in
+        flight (an answer that matches nothing we wait for changes
+        nothing)."""
+        def work(cur):
+            cur.execute("DELETE FROM pa_subscription WHERE " + _DIALOG + " AND local_cseq = %s"
+                        " AND notify_deadline <> 0 RETURNING " + _SUB_COLS, (*dialog, cseq))
             row = cur.fetchone()
             return _subscription(row) if row else None
+        return self.db.run(work)
+
+    def claim_unanswered(self, now: int, limit: int, end: bool, deadline: int
+                         ) -> tuple[int, list[Subscription], list[tuple[Subscription, bytes | None]]]:
+        """Up to `limit` subscriptions whose NOTIFY in flight went
+        unanswered past its deadline, each claimed once across processes
+        and nodes (SKIP LOCKED).  Returns how many, those that end, and
+        those that get a NOTIFY with their newest state (with its CSeq, in
+        flight until `deadline`, and their document).  With `end`, a
+        subscription gets that NOTIFY once, for the answer to the first may
+        have been lost with the node that sent it (a restart, a crash), and
+        ends when it goes unanswered too; without, each stops waiting, and
+        gets the NOTIFY only if it changed meanwhile."""
+        def work(cur):
+            _, claimed = batch(cur, BEGIN, (
+                "SELECT " + _SUB_COLS + ", notify_dirty, notify_retry FROM pa_subscription"
+                " WHERE notify_deadline BETWEEN 1 AND %s ORDER BY notify_deadline LIMIT %s"
+                " FOR UPDATE SKIP LOCKED", (now, limit)))
+            rows = [(_subscription(row), row[_N_SUB], row[_N_SUB + 1]) for row in claimed.rows]
+            if not rows:
+                cur.execute("COMMIT")
+                return 0, [], []
+            if end:
+                gone = [s for s, _, retried in rows if retried]
+                again = [s for s, _, retried in rows if not retried]
+            else:
+                gone, again = [], [s for s, dirty, _ in rows if dirty]
+            handled = {s.id for s in gone} | {s.id for s in again}
+            others = [s for s, _, _ in rows if s.id not in handled]
+            statements = []
+            if gone:
+                statements.append(("DELETE FROM pa_subscription WHERE id IN ("
+                                   + _placeholders(len(gone)) + ")", [s.id for s in gone]))
+            if others:
+                statements.append(("UPDATE pa_subscription SET notify_deadline = 0,"
+                                   " notify_retry = 0 WHERE id IN ("
+                                   + _placeholders(len(others)) + ")", [s.id for s in others]))
+            newest = self._newest_state(again, deadline, retry=int(end)) if again else []
+            results = batch(cur, *statements, *newest, COMMIT)
+            documents = results[-2].rows if len(newest) > 1 else []
+            return len(rows), gone, _with_documents(again, documents)
         return self.db.run(work)
 
     def end_subscriptions_of_call(self, call_id: str) -> list[Subscription]:
@@ -455,24 +730,27 @@ class Store:
             return [(s, docs.get((s.presentity, s.presence_domain, s.event))) for s in subs]
         return self.db.run(work)
 
-    def watchers_to_notify(self, key: tuple[str, str, str],
-                           now: int) -> tuple[list[Subscription], bytes | None]:
-        """The active subscriptions of a presentity, each with the CSeq of
-        the NOTIFY about to be sent, and the document to send.  The CSeqs
-        are taken under row locks before the document is read, so the
-        highest CSeq always carries the newest document."""
+    def watchers_to_notify(self, key: tuple[str, str, str], now: int,
+                           deadline: int) -> tuple[list[Subscription], bytes | None]:
+        """The active subscriptions of a presentity that get a NOTIFY now,
+        each with its CSeq (in flight until `deadline`), and the document
+        to send; those with a NOTIFY in flight are marked dirty instead.
+        The CSeqs are taken under row locks before the document is read, so
+        the highest CSeq always carries the newest document."""
         def work(cur):
             _, selected = batch(cur, BEGIN, (
-                "SELECT " + _SUB_COLS + " FROM pa_subscription WHERE presentity = %s"
-                " AND presence_domain = %s AND event = %s AND status = 'active'"
-                " AND expires_at > %s FOR UPDATE", (*key, now)))
-            subs = [_subscription(row) for row in selected.rows]
-            if not subs:
+                "SELECT " + _SUB_COLS + ", notify_deadline FROM pa_subscription"
+                " WHERE presentity = %s AND presence_domain = %s AND event = %s"
+                " AND status = 'active' AND expires_at > %s FOR UPDATE", (*key, now)))
+            if not selected.rows:
                 cur.execute("COMMIT")
                 return [], None
+            rows = [(_subscription(row), row[_N_SUB]) for row in selected.rows]
+            # Locked: the UPDATE finds each row as read.
+            subs = [s for s, in_flight in rows if not in_flight]
             _, doc, _ = batch(
-                cur, ("UPDATE pa_subscription SET local_cseq = local_cseq + 1 WHERE id IN ("
-                      + _placeholders(len(subs)) + ")", [s.id for s in subs]),
+                cur, ("UPDATE pa_subscription SET " + _NOTIFY_OR_DIRTY + " WHERE id IN ("
+                      + _placeholders(len(rows)) + ")", [deadline] + [s.id for s, _ in rows]),
                 self._select_document(key), COMMIT)
             for s in subs:
                 s.local_cseq += 1
@@ -490,24 +768,28 @@ class Store:
         return self.db.run(work)
 
     def reauthorize_subscription(self, sub: Subscription, status: str, permissions: int,
-                                 now: int) -> tuple[Subscription, bytes | None] | None:
+                                 deadline: int
+                                 ) -> tuple[Subscription, bytes | None, bool] | None:
         """Move a subscription to a new status and permissions, if nobody did
-        since `sub` was read, reserving the CSeq of the NOTIFY that tells
-        the watcher; returns it with the document to send, or None."""
+        since `sub` was read (else None), reserving the CSeq of the NOTIFY
+        that tells the watcher (in flight until `deadline`); returns it
+        with the document to send and whether to send it now (not when a
+        NOTIFY is in flight: the answer to that one tells the watcher)."""
         key = (sub.presentity, sub.presence_domain, sub.event)
 
         def work(cur):
-            update, doc = batch(
-                cur, ("UPDATE pa_subscription SET status = %s, permissions = %s,"
-                      " local_cseq = LAST_INSERT_ID(local_cseq + 1)"
-                      " WHERE id = %s AND status = %s AND permissions = %s",
-                      (status, permissions, sub.id, sub.status, sub.permissions)),
-                self._select_document(key))
+            _, update, doc, dirty, _ = batch(
+                cur, BEGIN,
+                ("UPDATE pa_subscription SET status = %s, permissions = %s, " + _NOTIFY_OR_DIRTY
+                 + " WHERE id = %s AND status = %s AND permissions = %s",
+                 (status, permissions, deadline, sub.id, sub.status, sub.permissions)),
+                self._select_document(key),
+                ("SELECT notify_dirty FROM pa_subscription WHERE id = %s", (sub.id,)), COMMIT)
             if update.rowcount != 1:
                 return None
             new = dataclasses.replace(sub, status=status, permissions=permissions,
                                       local_cseq=update.lastrowid)
-            return new, (doc.rows[0][0] if doc.rows else None)
+            return new, (doc.rows[0][0] if doc.rows else None), not dirty.rows[0][0]
         return self.db.run(work)
 
     def end_subscription(self, sub: Subscription) -> Subscription | None:

@@ -47,20 +47,25 @@ def admin_connection(database: str | None = None) -> pymysql.connections.Connect
 
 class ScratchDatabase:
     """A database and user of our own, with the schema from sql/ applied
-    (or nothing, with schema=False)."""
+    (or nothing, with schema=False), on the shared MariaDB or on a
+    PrivateMariaDB."""
 
-    def __init__(self, schema: bool = True):
+    def __init__(self, schema: bool = True, server: "PrivateMariaDB | None" = None):
         self.name = "pa_t_" + "".join(random.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=10))
         self.user = self.name
         self.password = "pw_" + self.name
         self.host = "127.0.0.1"
-        self.port = 3306
-        with admin_connection() as conn, conn.cursor() as cur:
+        self.port = server.port if server else 3306
+        self.server = server
+        with self._admin() as conn, conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE `{self.name}`")
             cur.execute(f"CREATE USER '{self.user}'@'127.0.0.1' IDENTIFIED BY '{self.password}'")
             cur.execute(f"GRANT ALL ON `{self.name}`.* TO '{self.user}'@'127.0.0.1'")
         if schema:
-            apply_schema(self.name)
+            apply_schema(self.name, server.client() if server else None)
+
+    def _admin(self) -> pymysql.connections.Connection:
+        return self.server.admin() if self.server else admin_connection()
 
     def url(self, port: int | None = None) -> str:
         return f"mysql://{self.user}:{self.password}@{self.host}:{port or self.port}/{self.name}"
@@ -87,7 +92,7 @@ class ScratchDatabase:
                 cur.execute(f"DELETE FROM {table}")
 
     def drop(self) -> None:
-        with admin_connection() as conn, conn.cursor() as cur:
+        with self._admin() as conn, conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
             cur.execute(f"DROP USER IF EXISTS '{self.user}'@'127.0.0.1'")
 
@@ -95,7 +100,7 @@ class ScratchDatabase:
 KAMAILIO_SQL = "/usr/share/kamailio/mysql"
 
 
-def apply_schema(database: str) -> None:
+def apply_schema(database: str, client: list[str] | None = None) -> None:
     """What the README tells operators: the sql/ files in name order, and
     Kamailio's own tables for the registrar of the sample config."""
     paths = sorted(glob.glob(os.path.join(ROOT, "sql", "*.sql")))
@@ -104,7 +109,7 @@ def apply_schema(database: str) -> None:
                                                              "auth_db-create.sql")]
     for path in paths:
         with open(path, "rb") as f:
-            subprocess.run(_mysql_client() + [database], stdin=f, check=True)
+            subprocess.run((client or _mysql_client()) + [database], stdin=f, check=True)
 
 
 def _mysql_client() -> list[str]:
@@ -160,13 +165,64 @@ class Process:
             return ""
 
 
+class PrivateMariaDB(Process):
+    """A MariaDB server of a test's own (data directory, socket and port),
+    which the test may stop and restart like an operator: the shared
+    server the other tests use is never touched."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="pa-mariadb-")
+        self.socket = os.path.join(self.dir, "sock")
+        self.log_path = os.path.join(self.dir, "mariadbd.log")
+        datadir = os.path.join(self.dir, "data")
+        shutil.chown(self.dir, "mysql", "mysql")
+        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={datadir}",
+                        "--user=mysql", "--auth-root-authentication-method=normal",
+                        "--skip-test-db"], check=True, capture_output=True, timeout=120)
+        self.command = ["/usr/sbin/mariadbd", "--no-defaults", f"--datadir={datadir}",
+                        f"--socket={self.socket}", f"--port={self.port}",
+                        "--bind-address=127.0.0.1", "--user=mysql", "--skip-log-bin",
+                        "--skip-name-resolve", "--innodb-buffer-pool-size=32M",
+                        f"--log-error={self.log_path}"]
+
+    def start(self, timeout: float = 30.0) -> "PrivateMariaDB":
+        self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.admin().close()
+                return self
+            except pymysql.err.MySQLError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mariadbd did not start:\n{self.log()[-2000:]}")
+                time.sleep(0.05)
+
+    def admin(self) -> pymysql.connections.Connection:
+        return pymysql.connect(unix_socket=self.socket, user="root", password="",
+                               autocommit=True, connect_timeout=2)
+
+    def client(self) -> list[str]:
+        return ["mysql", "--no-defaults", "-uroot", f"--socket={self.socket}"]
+
+    def cleanup(self) -> None:
+        self.stop(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Kamailio(Process):
     """One Kamailio instance running a config of ours in the foreground."""
 
     def __init__(self, settings: dict, cfg: str = SAMPLE_CFG, port: int | None = None,
                  children: int | None = 2, usrloc_db_url: str | None = None,
-                 usrloc_timer: int = 1):
+                 usrloc_timer: int = 1, shm_mb: int | None = None,
+                 env: dict | None = None):
         self.cfg = cfg
+        # Kamailio's shared memory (-m), when a test needs to watch it.
+        self.shm_mb = shm_mb
+        # Environment variables of the configuration, beyond the usual ones.
+        self.extra_env = env or {}
         # Kamailio's usrloc needs its database at start; the plugin does not.
         self.usrloc_db_url = usrloc_db_url or settings.get("db_url", "")
         self.usrloc_timer = usrloc_timer
@@ -190,16 +246,21 @@ class Kamailio(Process):
         env = dict(os.environ)
         env.update(PA_HOME=ROOT, PA_CONFIG=self.config_path,
                    PA_LISTEN=f"127.0.0.1:{self.port}", PA_DB_URL=self.usrloc_db_url,
-                   PA_REG_MIN_EXPIRES="1", PA_UL_TIMER=str(self.usrloc_timer))
+                   PA_REG_MIN_EXPIRES="1", PA_UL_TIMER=str(self.usrloc_timer),
+                   # The tests send from one address, faster than any one
+                   # client would: test_rate_limit sets a real limit.
+                   PA_RATE_LIMIT="1000000")
         env.pop("PA_CHILDREN", None)
         if self.children:
             env["PA_CHILDREN"] = str(self.children)
+        env.update(self.extra_env)
         return env
 
     def start(self, wait: bool = True) -> "Kamailio":
         log = open(self.log_path, "ab")
+        memory = ["-m", str(self.shm_mb)] if self.shm_mb else []
         self.proc = subprocess.Popen(
-            [KAMAILIO, "-f", self.cfg, "-DD", "-E", "-Y", self.dir, "-w", self.dir],
+            [KAMAILIO, "-f", self.cfg, "-DD", "-E", "-Y", self.dir, "-w", self.dir] + memory,
             stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
         log.close()
         if wait:

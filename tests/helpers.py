@@ -67,3 +67,11 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def wait_answered(database, call_id: str, timeout: float = 5.0) -> None:
+    """Wait until the NOTIFY in flight of a subscription got its answer
+    recorded: a change then goes out at once, not after that answer (it
+    would otherwise come with the next, coalesced)."""
+    wait_until(lambda: database.query("SELECT notify_deadline FROM pa_subscription"
+                                      " WHERE call_id = %s", (call_id,)) == [(0,)], timeout)

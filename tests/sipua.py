@@ -182,12 +182,14 @@ class SipUA:
     def _dispatch(self, msg: Message):
         if msg.is_request:
             if msg.method == "NOTIFY":
-                with self._lock:
-                    self._notifies.setdefault(msg.call_id, []).append(msg)
-                    self._lock.notify_all()
+                # Answered before a test sees it: a test that reacts to a
+                # NOTIFY acts after its answer left, as a watcher would.
                 answer = self.notify_answer(msg) if callable(self.notify_answer) else self.notify_answer
                 if answer is not None:
                     self.respond(msg, answer)
+                with self._lock:
+                    self._notifies.setdefault(msg.call_id, []).append(msg)
+                    self._lock.notify_all()
             else:
                 self.requests.put(msg)
             return

@@ -17,6 +17,9 @@ from pa_handlers import schema
 from pa_handlers.store import SCHEMA_VERSION
 from sipua import SipUA, rand
 
+# What `db upgrade` reports for an empty database: every schema file.
+SCHEMA_FILES_APPLIED = [f"applied {os.path.basename(path)}" for _, path in schema.files()]
+
 
 
 @pytest.fixture(scope="module")

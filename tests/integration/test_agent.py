@@ -95,13 +95,17 @@ def test_winfo_auth_none_lets_anyone_watch_the_watchers(make_agent):
 def test_implicit_decisions_are_kept_and_reevaluated(make_agent, database):
     agent = make_agent(auth="implicit")
     p = f"u{rand()}@example.com"
-    out = agent.handle_subscription(subscribe(p, call_id=rand()), CTX, "registrar")
+    call_id = rand()
+    out = agent.handle_subscription(subscribe(p, call_id=call_id), CTX, "registrar")
     assert "pending" in out.notifies[0].headers
     database.query("INSERT INTO pa_watcher (presentity, watcher, presence_domain, event, status,"
                    " updated_at) VALUES (%s, 'alice@example.com', 'registrar', 'presence',"
                    " 'active', 0)", (p,))
-    [approved] = agent.notifier.reauthorize(p)
+    # The first NOTIFY is still in flight: the approval waits for its answer.
+    assert agent.notifier.reauthorize(p) == []
+    [approved] = agent.handle_notify_reply((call_id, "ourtag", "wt"), 1, 200)
     assert "Subscription-State: active" in approved.headers and "<presence" in approved.body
+    assert "CSeq: 2 NOTIFY" in approved.headers
 
 
 def test_rejected_watcher_gets_403(make_agent, database):
@@ -125,32 +129,124 @@ def test_politely_blocked_watcher_sees_active_and_nothing(make_agent, database):
     assert "<tuple" in notify.body and "<basic>closed</basic>" in notify.body
 
 
-def test_ignore_408_on_notify_keeps_the_subscription(make_agent, database):
-    agent = make_agent(ignore_408_on_notify=True)
+def watch(agent, presentity, domain="registrar"):
+    """Subscribe and answer the first NOTIFY, as a watcher does: until that
+    answer, a change would wait for it (one NOTIFY in flight)."""
     call_id = rand()
+    out = agent.handle_subscription(subscribe(presentity, call_id=call_id), CTX, domain)
+    assert agent.handle_notify_reply((call_id, "ourtag", "wt"), 1, 200) == []
+    return out
+
+
+def in_flight(database, call_id):
+    """(CSeq of the last NOTIFY, its deadline or 0, dirty) of a subscription."""
+    return database.query("SELECT local_cseq, notify_deadline, notify_dirty FROM pa_subscription"
+                          " WHERE call_id = %s", (call_id,))
+
+
+def test_ignore_408_on_notify_keeps_the_subscription(make_agent, database):
+    now = [time.time()]
+    agent = make_agent(ignore_408_on_notify=True, notify_timeout=30)
+    agent.clock = agent.notifier.clock = lambda: now[0]
+    call_id = rand()
+    dialog = (call_id, "ourtag", "wt")
     agent.handle_subscription(subscribe(call_id=call_id), CTX, "registrar")
-    agent.handle_notify_reply((call_id, "ourtag", "wt"), 408)
-    agent.handle_notify_unanswered((call_id, "ourtag", "wt"))
+    assert agent.handle_notify_reply(dialog, 1, 408) == []
     assert database.query("SELECT last_notify_code FROM pa_subscription WHERE call_id = %s",
                           (call_id,)) == [(408,)]
-    agent.handle_notify_reply((call_id, "ourtag", "wt"), 481)
-    assert database.query("SELECT 1 FROM pa_subscription WHERE call_id = %s", (call_id,)) == []
+    # Its next NOTIFY (a refresh) goes unanswered: the subscription stays,
+    # and stops waiting for the answer.
+    refresh = agent.handle_subscription(subscribe(call_id=call_id, to_tag="ourtag", cseq=2),
+                                        CTX, "registrar")
+    assert [n.cseq for n in refresh.notifies] == [2]
+    now[0] += 31
+    assert agent.notifier.notify_unanswered()[0] == []
+    assert in_flight(database, call_id) == [(2, 0, 0)]
+    agent.handle_notify_reply(dialog, 2, 481)
+    assert in_flight(database, call_id) == [(2, 0, 0)], "481 to a NOTIFY no longer in flight"
 
 
 def test_answers_to_notify(make_agent, database):
-    """A success writes nothing; a failure that leaves the watcher in place
-    is recorded; an unanswered NOTIFY ends the subscription."""
-    agent = make_agent()
+    """A success writes only that the NOTIFY was answered; a failure that
+    leaves the watcher in place is recorded; an unanswered NOTIFY, sent
+    again and unanswered again, ends the subscription."""
+    now = [time.time()]
+    agent = make_agent(notify_timeout=30)
+    agent.clock = agent.notifier.clock = lambda: now[0]
     call_id = rand()
     agent.handle_subscription(subscribe(call_id=call_id), CTX, "registrar")
     dialog = (call_id, "ourtag", "wt")
     row = "SELECT last_notify_code FROM pa_subscription WHERE call_id = %s"
-    agent.handle_notify_reply(dialog, 200)
+    assert in_flight(database, call_id) == [(1, int(now[0]) + 30, 0)]
+    agent.handle_notify_reply(dialog, 1, 200)
     assert database.query(row, (call_id,)) == [(None,)]
-    agent.handle_notify_reply(dialog, 500)
+    assert in_flight(database, call_id) == [(1, 0, 0)]
+    refresh = subscribe(call_id=call_id, to_tag="ourtag", cseq=2)
+    assert [n.cseq for n in agent.handle_subscription(refresh, CTX, "registrar").notifies] == [2]
+    agent.handle_notify_reply(dialog, 2, 500)
     assert database.query(row, (call_id,)) == [(500,)]
-    agent.handle_notify_unanswered(dialog)
+    refresh = subscribe(call_id=call_id, to_tag="ourtag", cseq=3)
+    assert [n.cseq for n in agent.handle_subscription(refresh, CTX, "registrar").notifies] == [3]
+    now[0] += 29
+    agent.notifier.notify_unanswered()
+    assert in_flight(database, call_id) == [(3, int(now[0]) + 1, 0)]
+    # Unanswered: sent once more (its answer may have been lost with the
+    # node that sent it), then the subscription ends.
+    now[0] += 2
+    [again] = [n for n in agent.notifier.notify_unanswered()[0] if n.dialog == dialog]
+    assert again.cseq == 4 and "Subscription-State: active" in again.headers
+    now[0] += 31
+    agent.notifier.notify_unanswered()
     assert database.query(row, (call_id,)) == []
+
+
+def test_answers_collected_over_a_moment_end_together(make_agent, database):
+    """The answers Kamailio's workers queued: the clean ones end in one
+    round trip, a subscription that changed meanwhile gets its newest
+    state, an answer to nothing in flight changes nothing."""
+    agent = make_agent()
+    p = f"u{rand()}@example.com"
+    call_ids = [rand() for _ in range(3)]
+    for call_id in call_ids:
+        agent.handle_subscription(subscribe(p, call_id=call_id), CTX, "registrar")
+    # A change while the three first NOTIFYs are in flight: nothing is sent.
+    assert agent.handle_publish(publish(p, doc(p, "t", "open")), CTX, "registrar").notifies == []
+    # Two watchers answer at once, one of them twice (a stray answer).
+    answers = [((call_ids[0], "ourtag", "wt"), 1), ((call_ids[1], "ourtag", "wt"), 1),
+               ((call_ids[1], "ourtag", "wt"), 7)]
+    newest = agent.handle_notify_answers(answers)
+    assert sorted((n.call_id, n.cseq) for n in newest) == sorted([(call_ids[0], 2),
+                                                                 (call_ids[1], 2)])
+    assert all("<basic>open</basic>" in n.body for n in newest)
+    assert [in_flight(database, c)[0][2] for c in call_ids] == [0, 0, 1]
+    # Answered, and unchanged since: the wait ends, nothing more is sent.
+    assert agent.handle_notify_answers([((c, "ourtag", "wt"), 2) for c in call_ids[:2]]) == []
+    assert [in_flight(database, c)[0][1] for c in call_ids[:2]] == [0, 0]
+
+
+def test_an_approval_while_a_notify_is_in_flight_still_reaches_the_watcher_list(
+        make_agent, database):
+    agent = make_agent(auth="implicit")
+    p = f"u{rand()}@example.com"
+    owner = rand()
+    winfo = subscribe(p, watcher=p, call_id=owner,
+                      extra="Accept: application/watcherinfo+xml\r\n").replace(
+        b"Event: presence", b"Event: presence.winfo")
+    agent.handle_subscription(winfo, CTX, "registrar")
+    agent.handle_notify_reply((owner, "ourtag", "wt"), 1, 200)
+    alice = rand()
+    [pending, new_watcher] = agent.handle_subscription(subscribe(p, call_id=alice), CTX,
+                                                       "registrar").notifies
+    agent.handle_notify_reply((owner, "ourtag", "wt"), new_watcher.cseq, 200)
+    database.query("INSERT INTO pa_watcher (presentity, watcher, presence_domain, event, status,"
+                   " updated_at) VALUES (%s, 'alice@example.com', 'registrar', 'presence',"
+                   " 'active', 0)", (p,))
+    # Alice's first NOTIFY is still in flight: hers waits, her owner's list
+    # learns of the approval at once.
+    [approved] = agent.notifier.reauthorize(p)
+    assert approved.call_id == owner and 'event="approved"' in approved.body
+    [active] = agent.handle_notify_reply((alice, "ourtag", "wt"), 1, 200)
+    assert "Subscription-State: active" in active.headers
 
 
 def test_an_unexpected_failure_is_a_logged_500(make_agent, caplog):
@@ -229,7 +325,7 @@ def test_a_device_is_known_by_its_sip_instance(make_agent, database):
 def test_publish_fans_out_only_when_the_document_changes(make_agent):
     agent = make_agent()
     p = f"u{rand()}@example.com"
-    agent.handle_subscription(subscribe(p, call_id=rand()), CTX, "registrar")
+    watch(agent, p)
     first = agent.handle_publish(publish(p, doc(p, "t", "open")), CTX, "registrar")
     assert len(first.notifies) == 1
     etag = dict(first.reply.headers)["SIP-ETag"]
@@ -253,8 +349,10 @@ def test_two_timers_expiring_one_publication_make_one_change(make_agent, databas
     publication: one document change, one fan-out."""
     a, b = make_agent(), make_agent()
     p = f"u{rand()}@example.com"
-    a.handle_subscription(subscribe(p, call_id=rand()), CTX, "registrar")
-    a.handle_publish(publish(p, doc(p, "t", "open"), expires=2), CTX, "registrar")
+    watch(a, p)
+    [notify] = a.handle_publish(publish(p, doc(p, "t", "open"), expires=2), CTX,
+                                "registrar").notifies
+    a.handle_notify_reply(notify.dialog, notify.cseq, 200)
     later = lambda: time.time() + 5  # noqa: E731
     a.clock = a.notifier.clock = later
     b.clock = b.notifier.clock = later

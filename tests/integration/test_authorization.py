@@ -7,7 +7,7 @@ from lxml import etree
 
 from conftest import settings
 from harness import Kamailio
-from helpers import pidf_body, tuples, xcap
+from helpers import pidf_body, tuples, wait_answered, xcap
 from sipua import SipUA, rand
 
 CP = "urn:ietf:params:xml:ns:common-policy"
@@ -232,15 +232,20 @@ def test_winfo_tells_the_presentity_about_its_watchers(kamailio, database, prese
         first = me.wait_notify(w.call_id)
         assert first.get("content-type") == "application/watcherinfo+xml"
         assert watchers(first.body) == (0, "full", [])
+        # Each change after the answer to the NOTIFY before (else the two
+        # would come together, as the whole list).
+        wait_answered(database, w.call_id)
 
         _, d = alice.subscribe(presentity)
         new = me.wait_notify(w.call_id, 2)
         assert watchers(new.body) == (1, "partial", [(alice.aor, "pending", "subscribe")])
+        wait_answered(database, w.call_id)
 
         put_rules(kamailio, presentity, owner, ruleset(rule("allow", alice.aor)))
         approved = me.wait_notify(w.call_id, 3)
         assert watchers(approved.body) == (2, "partial", [(alice.aor, "active", "approved")])
         assert alice.wait_notify(d.call_id, 2).subscription_state()[0] == "active"
+        wait_answered(database, w.call_id)
 
         alice.resubscribe(d, 0)
         gone = me.wait_notify(w.call_id, 4)

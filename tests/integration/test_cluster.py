@@ -11,7 +11,7 @@ import pytest
 
 from conftest import settings
 from harness import Kamailio, ScratchDatabase, TcpProxy
-from helpers import pidf_body, tuples, wait_until
+from helpers import pidf_body, tuples, wait_answered, wait_until
 from sipua import SipUA
 
 PIDF = "application/pidf+xml"
@@ -41,12 +41,14 @@ def node_ua(node, **kw):
     return SipUA(node.address, **kw)
 
 
-def test_a_publish_at_one_node_notifies_watchers_of_the_other(nodes, presentity):
+def test_a_publish_at_one_node_notifies_watchers_of_the_other(nodes, presentity, database):
     a, b = nodes
     watcher, publisher = node_ua(a), node_ua(b, user="dev")
     try:
         _, d = watcher.subscribe(presentity)
         watcher.wait_notify(d.call_id)
+        # Node A has the answer (else A sends the change after it).
+        wait_answered(database, d.call_id)
         assert publish(publisher, presentity, pidf_body(presentity, "t", "open")).status == 200
         n = watcher.wait_notify(d.call_id, 2)
         assert tuples(n.body) == [("t", "open")]
@@ -78,10 +80,13 @@ def test_any_node_refreshes_or_ends_a_subscription_and_cseq_keeps_growing(nodes,
         _, d = watcher.subscribe(presentity)
         watcher.wait_notify(d.call_id)
         # The watcher's in-dialog requests reach either node.
-        for node in (b, a, b, b, a):
+        for n, node in enumerate((b, a, b, b, a)):
             d.target = f"sip:127.0.0.1:{node.port}"
             watcher.server = node.address
             assert watcher.resubscribe(d, 600).status == 200
+            # Its NOTIFY (after the answer to the one before, at whichever
+            # node sent that) before the next refresh.
+            watcher.wait_notify(d.call_id, n + 2)
         d.target = f"sip:127.0.0.1:{b.port}"
         watcher.server = b.address
         assert watcher.resubscribe(d, 0).status == 200
@@ -128,6 +133,9 @@ def test_a_dead_nodes_timers_are_taken_over(database, presentity):
         watcher.wait_notify(on_b.call_id)
         assert publish(dev, presentity, pidf_body(presentity, "t", "open"), expires=2).status == 200
         watcher.wait_notify(on_b.call_id, 2)
+        # Node A sent that NOTIFY: let it take the answer before it dies
+        # (a lost answer would cost notify_timeout, see test_notify_in_flight).
+        wait_answered(database, on_b.call_id)
         # The whole node dies at once: main process and children.
         os.killpg(a.proc.pid, signal.SIGKILL)
         a.proc.wait(5)

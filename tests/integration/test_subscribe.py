@@ -186,8 +186,11 @@ def test_notify_cseq_grows_across_processes(ua, presentity, kamailio):
     """UDP workers, a TCP worker and the timer process all send NOTIFYs
     in one dialog; the CSeq comes from the database, so it grows."""
     _, d = ua.subscribe(presentity, expires=300)
-    for _ in range(3):
+    for n in range(3):
+        # Each after the NOTIFY before (else they would come together).
+        ua.wait_notify(d.call_id, n + 1)
         assert ua.resubscribe(d, 300).status == 200
+    ua.wait_notify(d.call_id, 4)
     tcp = SipUA(kamailio.address, transport="tcp", user="alice")
     try:
         d.cseq += 1
@@ -233,6 +236,11 @@ def test_unanswered_notify_ends_the_subscription(ua, presentity, database):
     ua.wait_notify(d.call_id)
     assert rows(database, d)
     # notify_timeout is 3 s in these tests; the timer runs every second.
+    # The unanswered NOTIFY is sent once more, and when that one goes
+    # unanswered too, the subscription ends.
+    # (UDP brings retransmissions too: look for the CSeq.)
+    wait_until(lambda: [n for n in ua.notifies(d.call_id) if n.cseq == (2, "NOTIFY")],
+               timeout=8)
     wait_until(lambda: rows(database, d) == [], timeout=8)
 
 

@@ -62,3 +62,15 @@ def test_image_compose_and_workflow_use_the_same_scripts():
     # Inside the image .ci/run runs the suite, not Docker again.
     assert "PA_CI_IN_CONTAINER=1" in read("Dockerfile")
     assert 'if [ -z "${PA_CI_IN_CONTAINER:-}" ]; then\n  .ci/fresh-container' in read(".ci", "run")
+
+
+def test_kamailio_starts_with_sized_memory():
+    """bin/pa-run, and the image through it, give Kamailio explicit shared
+    and private memory (-m, -M), not its 64 MB default: each NOTIFY in
+    flight lives in shared memory."""
+    run = read("bin", "pa-run")
+    [command] = [line for line in run.splitlines() if line.startswith("kamailio ")]
+    assert command.endswith('-m "$shm_mb" -M "$pkg_mb"')
+    assert "shm_mb=${PA_SHM_MB:-256}" in run and "pkg_mb=${PA_PKG_MB:-16}" in run
+    assert "exec bin/pa-run" in read("Dockerfile")
+    assert "PA_SHM_MB=256 PA_PKG_MB=16" in read("Dockerfile")
