@@ -379,6 +379,26 @@ class SipUA:
                 self._lock.wait(left)
             return self._notifies[call_id][count - 1]
 
+    def wait_notify_until(self, call_id: str, predicate, timeout: float = 5.0,
+                          after: int = 0) -> Message:
+        """Wait until a NOTIFY of the dialog, the after-th (0-based) or a
+        later one, satisfies `predicate`; return the first that does.
+        Changes made while a NOTIFY is in flight come coalesced into one
+        (RFC 3856 6.4), so a test waits for the state it expects, not for
+        a number of NOTIFYs."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                got = self._notifies.get(call_id, [])
+                for n in got[after:]:
+                    if predicate(n):
+                        return n
+                after = max(after, len(got))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no NOTIFY as expected in {call_id} ({len(got)} came)")
+                self._lock.wait(left)
+
     def quiet(self, call_id: str, seconds: float) -> list[Message]:
         """The NOTIFYs that arrive in the dialog within `seconds`."""
         before = len(self.notifies(call_id))

@@ -167,15 +167,17 @@ def test_a_registered_device_that_publishes_speaks_for_itself(ua, presentity, ph
     own closed one, and phones that read one tuple showed it online."""
     d, _ = watch(ua, presentity)
     phone.register(presentity)
-    ua.wait_notify(d.call_id, 2)
+    ua.wait_notify_until(d.call_id, lambda n: phone.contact in contacts(n.body))
     assert publish(phone, presentity, "softphone", "closed", note="gone home").status == 200
-    n = ua.wait_notify(d.call_id, 3)
+    n = ua.wait_notify_until(d.call_id, lambda n: tuples(n.body)[0][0] == "softphone")
     assert tuples(n.body) == [("softphone", "closed")]
     # Its publication ends: the registration speaks again.
     etag = publish(phone, presentity, "softphone", "open").get("sip-etag")
+    seen = len(ua.notifies(d.call_id))
     assert phone.request("PUBLISH", presentity, [("Event", "presence"), ("Expires", "0"),
                                                  ("SIP-If-Match", etag)]).status == 200
-    n = ua.wait_notify(d.call_id, 5)
+    n = ua.wait_notify_until(d.call_id, lambda n: "softphone" not in dict(tuples(n.body)),
+                             after=seen)
     assert contacts(n.body) == {phone.contact: ("open", "0.5")}
 
 
