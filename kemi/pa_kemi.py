@@ -480,7 +480,7 @@ def _check_database(settings) -> bool:
     only warn when it cannot be reached (service resumes when it is back)."""
     db = Database(settings.db_url, min(settings.db_timeout, 2.0))
     try:
-        version = Store(db).schema_version()
+        version = Store(db).admin.schema_version()
     except StoreUnavailable as e:
         log.warning("database not reachable at start (%s); requests get 500 until it is", e)
         return True

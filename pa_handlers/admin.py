@@ -24,9 +24,10 @@ import time
 from . import schema
 from .config import ConfigError, load_settings
 from .sip import BadRequest, parse_uri, printable
+from .packages import PRESENCE
+from .records import PRESENCE_DOMAINS, REGISTRAR, DocumentKey, TaskKind
 from .store import SCHEMA_VERSION, Database, Store, StoreUnavailable
 
-DOMAINS = ("registrar", "jabber")
 DEFAULT_CONFIG = "/etc/presence-agent/pa.yaml"  # where bin/pa-run puts it
 
 
@@ -110,7 +111,10 @@ class Output:
 
 class Admin:
     def __init__(self, store: Store, out: Output, clock=time.time):
-        self.store = store
+        self.store = store.admin
+        self.documents = store.documents
+        self.decisions = store.decisions
+        self.tasks = store.tasks
         self.out = out
         self.clock = clock
 
@@ -118,13 +122,13 @@ class Admin:
         return int(self.clock())
 
     def presentities(self, args) -> None:
-        rows = self.store.admin_presentities(args.domain, args.like, self.now())
+        rows = self.store.presentities(args.domain, PRESENCE.name, args.like, self.now())
         self.out.show(rows, ["presentity", "domain", "publications", "watchers", "version"])
 
     def show(self, args) -> None:
         key = aor(args.presentity)
-        pubs = self.store.admin_publications(key, args.domain, self.now())
-        version, document = self.store.document_version((key, args.domain, "presence"))
+        pubs = self.store.publications(key, args.domain, self.now())
+        version, document = self.documents.current(DocumentKey(key, args.domain, PRESENCE.name))
         now = self.now()
         rows = [dict(etag=p["etag"], origin=p["origin"], source=p["source"],
                      publisher=p["publisher"], expires=_in(p["expires_at"], now),
@@ -146,8 +150,8 @@ class Admin:
                      expires=_in(s["expires_at"], now),
                      last_notify=s["last_notify_code"] or "ok", cseq=s["local_cseq"],
                      call_id=s["call_id"])
-                for s in self.store.admin_subscriptions(key, args.domain)]
-        decisions = self.store.admin_decisions(key, args.domain)
+                for s in self.store.subscriptions(key, args.domain)]
+        decisions = self.store.decisions(key, args.domain)
         if self.out.json:
             self.out.show({"subscriptions": rows, "decisions": decisions})
             return
@@ -160,22 +164,23 @@ class Admin:
 
     def decide(self, args, status: str, reason: str) -> None:
         presentity, watcher = aor(args.presentity), aor(args.watcher)
-        self.store.admin_decide(presentity, watcher, args.domain, status, reason, self.now())
+        self.decisions.decide(presentity, watcher, args.domain, PRESENCE.name, status, reason,
+                              self.now())
         self.out.show({"presentity": presentity, "watcher": watcher, "status": status},
                       text=f"{watcher} is {status} for {presentity}; watchers are told by"
                            " Kamailio within a second")
 
     def remove(self, args) -> None:
         presentity, watcher = aor(args.presentity), aor(args.watcher)
-        self.store.admin_remove_watcher(presentity, watcher, args.domain, self.now())
+        self.decisions.forget(presentity, watcher, args.domain, self.now())
         self.out.show({"presentity": presentity, "watcher": watcher, "removed": True},
                       text=f"{watcher}'s subscriptions to {presentity} end"
                            " (terminated;reason=deactivated) and its decision is forgotten")
 
     def end(self, args) -> None:
-        if not self.store.admin_subscription_exists(args.call_id):
+        if not self.store.subscription_exists(args.call_id):
             raise AdminError(f"no subscription with Call-ID {args.call_id!r}")
-        self.store.enqueue_task("end", "", "", self.now(), args.call_id)
+        self.tasks.enqueue(TaskKind.END, "", "", self.now(), args.call_id)
         self.out.show({"call_id": args.call_id, "ended": True},
                       text="the subscription ends (terminated;reason=deactivated)")
 
@@ -183,14 +188,23 @@ class Admin:
         # Kamailio's sweep, not a DELETE here: it tells the watchers of an
         # expired subscription and recomposes documents without expired
         # publications.
-        expired = self.store.admin_expired(self.now())
-        self.store.enqueue_task("sweep", "", "", self.now())
+        backlog = self.store.backlog(self.now())
+        expired = {"subscriptions": backlog["expired subscriptions"],
+                   "publications": backlog["expired publications"]}
+        self.tasks.enqueue(TaskKind.SWEEP, "", "", self.now())
         self.out.show(expired, text=f"{expired['subscriptions']} subscriptions and"
                       f" {expired['publications']} publications have expired; Kamailio"
                       " removes them within a second")
 
     def counts(self, args) -> None:
-        counts = self.store.admin_counts(self.now())
+        now = self.now()
+        live, backlog = self.store.counts(now), self.store.backlog(now)
+        counts = {f"subscriptions {event} {status}": n
+                  for (event, status), n in sorted(live.subscriptions.items())}
+        counts.update({f"publications {origin}": n
+                       for origin, n in sorted(live.publications.items())})
+        counts.update({"documents": backlog["documents"],
+                       "tasks waiting": backlog["tasks waiting"]})
         self.out.show(counts, text="\n".join(f"{k}: {v}" for k, v in counts.items()))
 
     def user_add(self, args) -> None:
@@ -199,21 +213,21 @@ class Admin:
         password = _password()
         ha1 = hashlib.md5(f"{user}:{domain}:{password}".encode()).hexdigest()
         ha1b = hashlib.md5(f"{user}@{domain}:{domain}:{password}".encode()).hexdigest()
-        created = self.store.admin_set_user(user, domain, ha1, ha1b)
+        created = self.store.set_user(user, domain, ha1, ha1b)
         self.out.show({"user": f"{user}@{domain}", "created": created},
                       text=f"{user}@{domain} " + ("created" if created else "has a new password"))
 
     def user_remove(self, args) -> None:
         user, domain = _account(args.address)
         self._need_users()
-        if not self.store.admin_remove_user(user, domain):
+        if not self.store.remove_user(user, domain):
             raise AdminError(f"no user {user}@{domain}")
         self.out.show({"user": f"{user}@{domain}", "removed": True},
                       text=f"{user}@{domain} removed")
 
     def user_list(self, args) -> None:
         self._need_users()
-        self.out.show(self.store.admin_users(args.like), ["user"])
+        self.out.show(self.store.users(args.like), ["user"])
 
     def _need_users(self) -> None:
         if not self.store.has_table("subscriber"):
@@ -247,7 +261,7 @@ def parser() -> argparse.ArgumentParser:
         for arg in args:
             c.add_argument(arg)
         if domain:
-            c.add_argument("--domain", default="registrar", choices=DOMAINS)
+            c.add_argument("--domain", default=REGISTRAR, choices=PRESENCE_DOMAINS)
         return c
     c = command("presentities", "list presentities")
     c.add_argument("like", nargs="?", default="", help="part of the address")
@@ -274,7 +288,7 @@ def parser() -> argparse.ArgumentParser:
                     help="also create the Kamailio tables kamailio.cfg.sample uses")
     imp = sub.add_parser("import-native", help="carry Kamailio's native presence state over")
     imp.add_argument("--from-url", help="database of the native tables (default: db_url)")
-    imp.add_argument("--domain", default="registrar", choices=DOMAINS)
+    imp.add_argument("--domain", default=REGISTRAR, choices=PRESENCE_DOMAINS)
     return p
 
 

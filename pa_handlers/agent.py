@@ -8,37 +8,59 @@ database a 500 with Retry-After, and anything unexpected a logged 500.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Callable
 
+from . import metrics
+from .authorization import Authorizer
+from .clock import Clock, clock_of
+from .compositor import Compositor
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
-from .compositor import Compositor
 from .notifier import Notifier
+from .packages import PRESENCE
+from .records import PRESENCE_DOMAINS, DocumentKey, Task, TaskKind
 from .registration import Binding, Registrations
-from .xcap_server import HttpReply, HttpRequest, XcapServer
 from .sip import (BadRequest, SipRequest, parse_name_addr, parse_request, parse_uri,
                   printable)
 from .store import Store, StoreUnavailable, warn_outage
+from .xcap_server import HttpReply, HttpRequest, XcapServer
 
 log = logging.getLogger("pa")
 
-# The handlers' domain argument: where presence state comes from besides
-# PUBLISH (SER's registrar and jabber).  Each is its own namespace.
-KNOWN_DOMAINS = ("registrar", "jabber")
-
 
 class PresenceAgent:
-    def __init__(self, settings: Settings, store: Store, clock: Callable[[], float] = time.time):
+    """Builds each role with the settings, the repositories it uses and the
+    one clock, and guards every entry point."""
+
+    def __init__(self, settings: Settings, store: Store,
+                 clock: Clock | Callable[[], float] | None = None):
         self.settings = settings
         self.store = store
-        self.clock = clock
-        self.notifier = Notifier(settings, store, clock)
-        self.compositor = Compositor(self.notifier)
-        self.registrations = Registrations(self.notifier)
-        self.xcap = XcapServer(settings, store, clock, self.notifier.reauthorize)
+        self.clock = clock_of(clock)
+        authorizer = Authorizer(settings, store.decisions, self.clock)
+        self.notifier = Notifier(settings, store.subscriptions, store.notifications, authorizer,
+                                 self.clock)
+        self.compositor = Compositor(settings, store.documents, self.clock,
+                                     self.notifier.fan_out)
+        self.registrations = Registrations(settings, self.compositor, self.clock)
+        self.xcap = XcapServer(settings, store.decisions, self.clock, self.notifier.reauthorize)
+        self.tasks = store.tasks
         self._next_sweep = 0.0
         self._unanswered = 0
+        # What each kind of task left by pa-admin or the XMPP gateway does.
+        self._task_handlers: dict[TaskKind, Callable[[Task], list[Notify]]] = {
+            TaskKind.FAN_OUT: lambda t: self.notifier.fan_out(
+                DocumentKey(t.presentity, t.presence_domain, t.argument or PRESENCE.name)),
+            TaskKind.REAUTHORIZE: lambda t: self.notifier.reauthorize(t.presentity),
+            TaskKind.REMOVE: lambda t: self.notifier.remove_watcher(
+                t.presentity, t.presence_domain, t.argument),
+            TaskKind.END: lambda t: self.notifier.end_call(t.argument),
+            TaskKind.SWEEP: self._sweep_soon,
+        }
+
+    def _sweep_soon(self, task: Task) -> list[Notify]:
+        self._next_sweep = 0.0  # on_timer sweeps right after
+        return []
 
     def handle_subscription(self, message: bytes, ctx: Context, domain: str) -> Outcome:
         return self._guard("handle_subscription", domain, message,
@@ -111,7 +133,7 @@ class PresenceAgent:
         """Called every second: the tasks other processes left, and every
         timer_interval the sweeps."""
         notifies = self.run_tasks()
-        now = self.clock()
+        now = self.clock.now()
         if now < self._next_sweep:
             return notifies
         self._next_sweep = now + self.settings.timer_interval
@@ -127,7 +149,7 @@ class PresenceAgent:
         """The cluster-wide gauges (metrics.GAUGES); empty while the
         database is unreachable."""
         try:
-            return self.store.gauges(int(self.clock()))
+            return metrics.gauges(self.store.admin.counts(self.clock.now()))
         except StoreUnavailable as e:
             warn_outage(log, "gauges", e)
             return {}
@@ -137,26 +159,19 @@ class PresenceAgent:
         cannot send SIP themselves."""
         notifies: list[Notify] = []
         try:
-            tasks = self.store.claim_tasks(limit)
+            tasks = self.tasks.claim(limit)
         except StoreUnavailable as e:
             warn_outage(log, "tasks", e)
             return notifies
-        for kind, presentity, domain, argument in tasks:
+        for task in tasks:
+            handle = self._task_handlers.get(task.kind)
+            if handle is None:
+                log.error("unknown task %r", task.kind)
+                continue
             try:
-                if kind == "fan-out":
-                    notifies += self.notifier.fan_out((presentity, domain, "presence"))
-                elif kind == "reauthorize":
-                    notifies += self.notifier.reauthorize(presentity)
-                elif kind == "remove":
-                    notifies += self.notifier.remove_watcher(presentity, domain, argument)
-                elif kind == "end":
-                    notifies += self.notifier.end_call(argument)
-                elif kind == "sweep":
-                    self._next_sweep = 0.0  # on_timer sweeps right after
-                else:
-                    log.error("unknown task %r", kind)
+                notifies += handle(task)
             except StoreUnavailable as e:
-                log.warning("task %s of %s not done: %s", kind, presentity, e)
+                log.warning("task %s of %s not done: %s", task.kind, task.presentity, e)
         return notifies
 
     def _guard_event(self, name: str, domain: str, handle: Callable[[], list[Notify]]) -> list[Notify]:
@@ -175,10 +190,10 @@ class PresenceAgent:
 
     @staticmethod
     def _known_domain(name: str, domain: str) -> bool:
-        if domain in KNOWN_DOMAINS:
+        if domain in PRESENCE_DOMAINS:
             return True
         log.error("%s: unknown domain %r (known: %s); check the routing script",
-                  name, domain, ", ".join(KNOWN_DOMAINS))
+                  name, domain, ", ".join(PRESENCE_DOMAINS))
         return False
 
     def _guard(self, name: str, domain: str, message: bytes,

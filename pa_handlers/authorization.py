@@ -20,19 +20,21 @@ import dataclasses
 import logging
 import re
 import urllib.parse
-from typing import Callable
 
 from . import presrules
+from .clock import Clock
 from .config import Settings
-from .store import Store
-from .subscription import ACTIVE, PENDING, TERMINATED
+from .packages import PRESENCE, EventPackage
+from .packages import Authorization as PackageAuthorization
+from .records import ACTIVE, PENDING, TERMINATED, XcapDocument
+from .store import Decisions
+from .xcap_client import XcapClient, XcapUnavailable
+
+log = logging.getLogger("pa.authorization")
 
 # A decision (pa_watcher.status) besides the subscription states: the
 # watcher looks active and is shown nothing (RFC 5025 3.2.1).
 POLITE_BLOCK = "polite-block"
-from .xcap_client import XcapClient, XcapUnavailable
-
-log = logging.getLogger("pa.authorization")
 
 PRES_RULES = "pres-rules"
 
@@ -108,26 +110,37 @@ def owner_of(match: re.Match) -> str | None:
 
 
 class Authorizer:
-    def __init__(self, settings: Settings, store: Store, clock: Callable[[], float]):
+    def __init__(self, settings: Settings, decisions: Decisions, clock: Clock):
         self.settings = settings
-        self.store = store
+        self.decisions = decisions
         self.clock = clock
         self.client = XcapClient(settings.pa_domain, settings.xcap_timeout) \
             if settings.pa_domain else None
 
-    def presence(self, domain: str, presentity: str, watcher: str) -> Authorization:
+    def authorize(self, package: EventPackage, domain: str, presentity: str,
+                  watcher: str) -> Authorization:
+        """May `watcher` subscribe to `package` of `presentity`, and what
+        may it see: as the package says authorization applies."""
+        if package.authorization is PackageAuthorization.OWNER:
+            return self.owner(presentity, watcher)
+        return self.by_policy(package.name, domain, presentity, watcher)
+
+    def by_policy(self, event: str, domain: str, presentity: str,
+                  watcher: str) -> Authorization:
+        """The `auth` setting: everyone, the presentity's decisions (kept
+        per event package), or its pres-rules."""
         s = self.settings
         if s.auth == "none" or watcher == presentity:
             return ACTIVE_ALL
         if s.auth == "implicit":
-            decided = self.store.watcher_status(domain, "presence", presentity, watcher)
-            if decided is None or decided[0] == PENDING:
+            decided = self.decisions.of(domain, event, presentity, watcher)
+            if decided is None or decided.status == PENDING:
                 return WAIT
-            if decided[0] == ACTIVE:
+            if decided.status == ACTIVE:
                 return ACTIVE_ALL
-            if decided[0] == POLITE_BLOCK:
+            if decided.status == POLITE_BLOCK:
                 return Authorization(ACTIVE, permissions=presrules.NOTHING)
-            return Authorization(TERMINATED, decided[1] or "rejected", presrules.NOTHING)
+            return Authorization(TERMINATED, decided.reason or "rejected", presrules.NOTHING)
         return self.by_rules(presentity, watcher, self.rules_of(presentity))
 
     def by_rules(self, presentity: str, watcher: str, body: bytes | None) -> Authorization:
@@ -147,7 +160,8 @@ class Authorizer:
             return REJECTED
         return WAIT
 
-    def winfo(self, presentity: str, watcher: str) -> Authorization:
+    def owner(self, presentity: str, watcher: str) -> Authorization:
+        """Watcher information: the presentity only (winfo_auth implicit)."""
         if self.settings.winfo_auth == "none" or watcher == presentity:
             return ACTIVE_ALL
         return REJECTED
@@ -156,38 +170,38 @@ class Authorizer:
 
     def rules_of(self, presentity: str) -> bytes | None:
         """The presentity's pres-rules document, b"" or None when it has none."""
-        cached = self.store.xcap_document(presentity, PRES_RULES)
+        cached = self.decisions.xcap_document(presentity, PRES_RULES)
         if self.client is None:
-            return cached[1] if cached else None
-        if cached and self.clock() - cached[2] < self.settings.auth_rules_refresh_time:
-            return cached[1]
+            return cached.body if cached else None
+        if cached and self.clock() - cached.fetched_at < self.settings.auth_rules_refresh_time:
+            return cached.body
         return self._fetch(presentity, cached)
 
-    def _fetch(self, presentity: str, cached) -> bytes | None:
-        now = int(self.clock())
+    def _fetch(self, presentity: str, cached: XcapDocument | None) -> bytes | None:
+        now = self.clock.now()
         path = document_path(self.settings.xcap_document_path, presentity)
         if path is None:
             # A name that would leave its path segment ('/', control
             # characters): never asked for, so its watchers wait.
             log.info("pres-rules of %r not fetched: the name cannot be an XCAP path",
                      presentity)
-            return cached[1] if cached else None
+            return cached.body if cached else None
         try:
-            fetched = self.client.fetch(path, cached[0] if cached else "")
+            fetched = self.client.fetch(path, cached.etag if cached else "")
         except XcapUnavailable as e:
             # The last rules the presentity gave still stand; without any,
             # its watchers wait, and an empty copy dated long ago makes the
             # timer try again.
             log.warning("pres-rules of %s not fetched: %s", presentity, e)
             if cached:
-                return cached[1]
-            self.store.save_xcap_document(presentity, PRES_RULES, "", b"", 0)
+                return cached.body
+            self.decisions.save_xcap_document(presentity, PRES_RULES, "", b"", 0)
             return None
         if fetched.status == 304 and cached:
-            self.store.touch_xcap_document(presentity, PRES_RULES, now)
-            return cached[1]
+            self.decisions.touch_xcap_document(presentity, PRES_RULES, now)
+            return cached.body
         body = fetched.body if fetched.status == 200 else b""
-        self.store.save_xcap_document(presentity, PRES_RULES, fetched.etag, body, now)
+        self.decisions.save_xcap_document(presentity, PRES_RULES, fetched.etag, body, now)
         return body
 
     def refresh_stale_rules(self, limit: int = 50) -> list[str]:
@@ -195,11 +209,12 @@ class Authorizer:
         than auth_rules_refresh_time; returns those whose rules changed."""
         if self.client is None or self.settings.auth != "xcap":
             return []
-        before = int(self.clock()) - self.settings.auth_rules_refresh_time
+        before = self.clock.now() - self.settings.auth_rules_refresh_time
         changed = []
-        for presentity in self.store.stale_rule_owners(PRES_RULES, before, limit):
-            cached = self.store.xcap_document(presentity, PRES_RULES)
-            old = cached[1] if cached else b""
+        for presentity in self.decisions.stale_rule_owners(PRES_RULES, PRESENCE.name, before,
+                                                           limit):
+            cached = self.decisions.xcap_document(presentity, PRES_RULES)
+            old = cached.body if cached else b""
             if (self._fetch(presentity, cached) or b"") != (old or b""):
                 changed.append(presentity)
         return changed

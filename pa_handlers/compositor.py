@@ -30,19 +30,21 @@ from __future__ import annotations
 
 import logging
 import secrets
+from typing import Callable
 
-from . import pidf
-from . import precedence
-from .precedence import address_key, contact_key, instance_key
+from . import rfc6665
+from .clock import Clock
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
-from .notifier import PRESENCE, Notifier, granted_expires, served_event
+from .packages import EventPackage, publishable
+from .precedence import address_key, contact_key, instance_key
+from .records import DocumentKey, Recomposed, StoredPublication
 from .sip import BadRequest, SipRequest, is_token, parse_name_addr, parse_uri
-from .store import Store, StoreUnavailable, warn_outage
+from .store import Documents, StoreUnavailable, warn_outage
+from .store.documents import Decide, OnExpiry
 
 log = logging.getLogger("pa.compositor")
 
-ACCEPT = ("Accept", ", ".join(pidf.PUBLISH_TYPES))
 TIMER_BATCH = 200
 
 
@@ -51,17 +53,42 @@ def new_etag() -> str:
 
 
 class Compositor:
-    def __init__(self, notifier: Notifier):
-        self.notifier = notifier
-        self.settings: Settings = notifier.settings
-        self.store: Store = notifier.store
-        self.now = notifier.now
+    """The one owner of presentities' documents: PUBLISH, registrations,
+    XMPP presence, expiry and the native import all change publications
+    through it, and its rule decides who is told: a change that altered a
+    watched document fans out (`fan_out`: the notifier's in Kamailio, a
+    task for Kamailio in a process that cannot send SIP)."""
+
+    def __init__(self, settings: Settings, documents: Documents, clock: Clock,
+                 fan_out: Callable[[DocumentKey], list[Notify]]):
+        self.settings = settings
+        self.documents = documents
+        self.clock = clock
+        self.fan_out = fan_out
+
+    def composer(self, presentity: str, pkg: EventPackage, refuse: bool = False):
+        """How the store composes `presentity`'s document of `pkg` from its
+        live publications (see the package's documents.compose)."""
+        def compose(stored: list[StoredPublication]) -> bytes:
+            return pkg.documents.compose(presentity, stored, self.settings, refuse)
+        return compose
+
+    def composer_of(self, key: DocumentKey):
+        """composer() for a stored key (the native import's)."""
+        return self.composer(key.presentity, publishable()[key.event])
+
+    def _told(self, key: DocumentKey, outcome: Recomposed) -> list[Notify]:
+        """The one rule: a change that altered a watched document is told."""
+        return self.fan_out(key) if outcome.changed and outcome.watched else []
+
+    # -- PUBLISH (RFC 3903) ---------------------------------------------------
 
     def publish(self, req: SipRequest, ctx: Context, domain: str) -> Outcome:
-        # Watcher information is the notifier's own state: nobody publishes it.
-        event = served_event(req, (PRESENCE,))
+        packages = publishable()
+        event = rfc6665.served_event(req, packages)
         if event is None:
-            return reply(489, ("Allow-Events", PRESENCE))
+            return reply(489, ("Allow-Events", ", ".join(packages)))
+        pkg = packages[event.package]
         presentity_uri = parse_uri(req.uri)
         if not presentity_uri.user:
             return reply(404, reason="Not Found (No User In Request-URI)")
@@ -74,72 +101,72 @@ class Compositor:
             refused.detail = refusal
             refused.presentity = presentity
             return refused
-        expires = granted_expires(req, self.settings, self.settings.max_publish_expiration)
+        expires = rfc6665.granted_expires(req, self.settings,
+                                          self.settings.max_publish_expiration)
         if isinstance(expires, Outcome):
             return expires
 
         if_match = req.header("sip-if-match")
         parts = None
         if req.body:
-            parsed = self._parse(req)
+            parsed = self._parse(req, pkg)
             if isinstance(parsed, Outcome):
                 return parsed
             parts = parsed
         elif if_match is None:
             raise BadRequest("Initial PUBLISH Without Body")
 
-        key = (presentity, domain, event.package)
-        now = self.now()
+        key = DocumentKey(presentity, domain, pkg.name)
         try:
-            return self._change(req, ctx, key, now, parts, if_match, expires)
-        except pidf.DocumentTooLarge:
+            return self._change(req, ctx, key, pkg, parts, if_match, expires)
+        except pkg.documents.TooLarge:
             refused = reply(413, reason="Presence Document Too Large")
             refused.detail = ("the document would exceed max_document_bytes"
                               f" ({self.settings.max_document_bytes})")
             refused.presentity = presentity
             return refused
 
-    def _change(self, req: SipRequest, ctx: Context, key: tuple[str, str, str], now: int,
-                parts: pidf.Parts | None, if_match: str | None, expires: int) -> Outcome:
-        presentity = key[0]
+    def _change(self, req: SipRequest, ctx: Context, key: DocumentKey, pkg: EventPackage,
+                parts: bytes | None, if_match: str | None, expires: int) -> Outcome:
+        presentity = key.presentity
         publisher = _publisher(req, ctx)
-        compose = composer(presentity, self.settings, refuse=True)
+        now = self.clock.now()
+        compose = self.composer(presentity, pkg, refuse=True)
         etag = new_etag()
         evicted = 0
         if if_match is None:
             if expires == 0:
                 return reply(200, ("Expires", "0"))
-            changed, watched, evicted = self.store.add_publication(
-                key, etag, _source(req, ctx), publisher, _media_type(req),
-                parts.dumps(), now + expires, now, compose, self.settings.max_publications)
+            recomposed, evicted = self.documents.add(
+                key, etag, _source(req, ctx), publisher, _media_type(req), parts,
+                now + expires, now, compose, self.settings.max_publications)
             action = "publish"
         else:
             if_match = if_match.strip()
             if len(if_match) > 64 or not is_token(if_match):
                 return reply(412)
             if expires == 0:
-                known, changed, watched = self.store.remove_publication(
-                    key, if_match, now, composer(presentity, self.settings))
+                recomposed = self.documents.remove(key, if_match, now,
+                                                self.composer(presentity, pkg))
                 action = "remove"
             elif parts is None:
-                known = self.store.refresh_publication(key, if_match, etag, now + expires, now)
-                changed = watched = False
+                known = self.documents.refresh(key, if_match, etag, now + expires, now)
+                recomposed = Recomposed(False, False) if known else None
                 action = "refresh"
             else:
-                known, changed, watched = self.store.modify_publication(
-                    key, if_match, etag, _media_type(req), parts.dumps(),
-                    now + expires, now, compose)
+                recomposed = self.documents.modify(key, if_match, etag, _media_type(req), parts,
+                                                now + expires, now, compose)
                 action = "modify"
-            if not known:
+            if recomposed is None:
                 return reply(412)
 
         outcome = reply(200, ("Expires", str(expires))) if expires == 0 else \
             reply(200, ("SIP-ETag", etag), ("Expires", str(expires)))
-        outcome.detail = f"{action}, expires {expires}" + (", changed" if changed else "") + \
+        outcome.detail = f"{action}, expires {expires}" + \
+            (", changed" if recomposed.changed else "") + \
             (f", evicted {evicted} (max_publications)" if evicted else "")
         outcome.presentity, outcome.watcher = presentity, publisher
-        if changed and watched:
-            outcome.notifies.extend(self.notifier.fan_out(key))
+        outcome.notifies.extend(self._told(key, recomposed))
         return outcome
 
     def _refusal(self, publisher: str, presentity: str) -> str:
@@ -160,57 +187,47 @@ class Compositor:
             return f"publisher is {identity}"
         return ""
 
-    def _parse(self, req: SipRequest) -> pidf.Parts | Outcome:
-        if _media_type(req) not in pidf.PUBLISH_TYPES:
-            return reply(415, ACCEPT)
+    def _parse(self, req: SipRequest, pkg: EventPackage) -> bytes | Outcome:
+        if _media_type(req) not in pkg.publish_types:
+            return reply(415, ("Accept", ", ".join(pkg.publish_types)))
         try:
-            return pidf.parse_publication(req.body, self.settings.default_priority,
-                                          self.settings.max_publication_elements)
-        except pidf.InvalidDocument as e:
+            return pkg.documents.parse(req.body, self.settings)
+        except pkg.documents.InvalidDocument as e:
             return reply(e.code, reason=e.reason)
 
-    # -- timer ------------------------------------------------------------
+    # -- state from elsewhere: registrations, XMPP, the timer ------------------
 
-    def expire_publications(self, on_expiry) -> list[Notify]:
+    def reconcile(self, key: DocumentKey, origin: str, decide: Decide) -> list[Notify]:
+        """Make the publications one origin keeps for a presentity (the
+        registrar's bindings, the gateway's XMPP resources) what `decide`
+        says; what does not fit max_document_bytes is left out, not
+        refused.  Returns the NOTIFYs of the change."""
+        pkg = publishable()[key.event]
+        outcome = self.documents.reconcile(key, origin, decide, self.clock.now(),
+                                           self.composer(key.presentity, pkg))
+        if outcome.changed:
+            log.info("%s publications of %s changed", origin, key.presentity)
+        return self._told(key, outcome)
+
+    def expire_publications(self, on_expiry: OnExpiry) -> list[Notify]:
         """Handle expired publications (`on_expiry`: see
-        Store.expire_publications) and notify the watchers of every
+        store.documents.OnExpiry) and notify the watchers of every
         presentity whose document changed."""
         notifies: list[Notify] = []
-        now = self.now()
+        now = self.clock.now()
         try:
-            for key in self.store.presentities_with_expired_publications(now, TIMER_BATCH):
-                changed, watched = self.store.expire_publications(
-                    key, now, composer(key[0], self.settings), on_expiry)
-                if changed:
-                    log.info("publication of %s expired", key[0])
-                if changed and watched:
-                    notifies.extend(self.notifier.fan_out(key))
+            for key in self.documents.with_expired_publications(now, TIMER_BATCH):
+                pkg = publishable().get(key.event)
+                if pkg is None:
+                    continue    # a package this code no longer serves
+                outcome = self.documents.expire(key, now, self.composer(key.presentity, pkg),
+                                                on_expiry)
+                if outcome.changed:
+                    log.info("publication of %s expired", key.presentity)
+                notifies += self._told(key, outcome)
         except StoreUnavailable as e:
             warn_outage(log, "publication timer", e)
         return notifies
-
-
-def composer(presentity: str, settings: Settings, refuse: bool = False):
-    """The presentity's document from its stored publications, at most
-    max_document_bytes.  Over it, `refuse` raises pidf.DocumentTooLarge
-    (the store rolls the change back); otherwise the publications that do
-    not fit are left out, last first, and the log says so."""
-    limit = settings.max_document_bytes
-
-    def compose(stored: list[tuple[str, str, bytes]]) -> bytes:
-        # (origin, source, parts) as stored, oldest first.
-        publications = precedence.arrange(stored)
-        if refuse:
-            document = pidf.compose(presentity, publications)
-            if len(document) > limit:
-                raise pidf.DocumentTooLarge(presentity)
-            return document
-        document, left_out = pidf.compose_within(presentity, publications, limit)
-        if left_out:
-            log.warning("document of %s over max_document_bytes (%d): %d of %d publications"
-                        " left out", presentity, limit, left_out, len(publications))
-        return document
-    return compose
 
 
 def _media_type(req: SipRequest) -> str:

@@ -32,18 +32,19 @@ from typing import Callable
 
 from . import pidf
 from .authorization import Authorizer
-from .compositor import composer
+from .clock import clock_of
+from .compositor import Compositor
 from .config import Settings
+from .packages import PRESENCE
+from .records import (ACTIVE, JABBER, PENDING, REGISTRAR, TERMINATED, DocumentKey, TaskKind)
 from .store import Store
-from .subscription import ACTIVE, PENDING, TERMINATED
 from .xmpp_mapping import (MAX_RESOURCE_BYTES, XmppPresence, pidf_from_xmpp, received,
                            xmpp_from_pidf)
 
 log = logging.getLogger("pa.gateway")
 
-JABBER = "jabber"
-REGISTRAR = "registrar"
-ORIGIN = "jabber"
+# Its publications, in the presence documents of the jabber domain.
+ORIGIN = JABBER
 OUT, IN = "out", "in"
 # An XMPP user's presence stays valid this long without news; the
 # gateway refreshes what it still sees well before.
@@ -66,17 +67,27 @@ class Stanza:
 
 SOURCE = "xmpp"
 
+
 class Gateway:
     def __init__(self, settings: Settings, store: Store, clock: Callable[[], float]):
         self.settings = settings
-        self.store = store
-        self.clock = clock
+        self.clock = clock_of(clock)
+        self.xmpp = store.xmpp
+        self.documents = store.documents
+        self.tasks = store.tasks
         self.component = settings.xmpp_component
         self.sip_domain = settings.xmpp_sip_domain
-        self.authorizer = Authorizer(settings, store, clock)
+        self.authorizer = Authorizer(settings, store.decisions, self.clock)
+        # The gateway cannot send SIP: Kamailio's timer does the fan-out.
+        self.compositor = Compositor(settings, store.documents, self.clock, self._fan_out_later)
 
     def now(self) -> int:
-        return int(self.clock())
+        return self.clock.now()
+
+    def _fan_out_later(self, key: DocumentKey) -> list:
+        self.tasks.enqueue(TaskKind.FAN_OUT, key.presentity, key.presence_domain, self.now(),
+                           key.event)
+        return []
 
     # -- names --------------------------------------------------------------
 
@@ -95,15 +106,15 @@ class Gateway:
         """Make the XMPP subscriptions follow the SIP ones: subscribe for a
         new (SIP watcher, XMPP user) pair, unsubscribe for a pair no SIP
         subscription needs any more."""
-        wanted = self.store.jabber_watch_pairs(JABBER, self.now())
-        links = self.store.xmpp_links(OUT)
+        wanted = self.xmpp.watch_pairs(JABBER, PRESENCE.name, self.now())
+        links = self.xmpp.links(OUT)
         stanzas = []
         for watcher, jid in sorted(wanted - set(links)):
-            self.store.save_xmpp_link(OUT, watcher, jid, "subscribing", self.now())
+            self.xmpp.save_link(OUT, watcher, jid, "subscribing", self.now())
             stanzas.append(Stanza("subscribe", self.jid_of_sip_user(watcher), jid))
             log.info("XMPP subscription of %s to %s requested", watcher, jid)
         for watcher, jid in sorted(set(links) - wanted):
-            self.store.delete_xmpp_link(OUT, watcher, jid)
+            self.xmpp.delete_link(OUT, watcher, jid)
             stanzas.append(Stanza("unsubscribe", self.jid_of_sip_user(watcher), jid))
             log.info("XMPP subscription of %s to %s ended", watcher, jid)
             if not any(j == jid for _, j in wanted):
@@ -117,59 +128,56 @@ class Gateway:
         available), and published."""
         bare, _, resource = from_jid.partition("/")
         bare = bare.lower()
-        if len(bare) > MAX_ADDRESS or not self.store.xmpp_links(OUT, jid=bare):
+        if len(bare) > MAX_ADDRESS or not self.xmpp.links(OUT, jid=bare):
             return  # nobody asked for it
         now = self.now()
         presence = received(dataclasses.replace(presence, resource=resource or presence.resource))
         if len(presence.resource.encode("utf-8", "surrogatepass")) > MAX_RESOURCE_BYTES:
             log.warning("presence of %s ignored: resource longer than XMPP allows", bare)
             return
-        resources = self.store.save_xmpp_resource(bare, presence, now,
-                                                  self.settings.xmpp_max_resources)
+        resources = self.xmpp.save_resource(bare, presence.resource, presence.available,
+                                            presence.show, presence.status, presence.priority,
+                                            now, self.settings.xmpp_max_resources)
         if resources is None:
             log.warning("presence of %s ignored: more than %d resources (xmpp_max_resources)",
                         bare, self.settings.xmpp_max_resources)
             return
-        available = [p for p in resources if p.available]
+        available = [XmppPresence(True, r.shown, r.status, r.priority, r.resource)
+                     for r in resources]
         if available:
             document = pidf_from_xmpp("sip:" + bare, available)
             parts = pidf.parse_publication(document, self.settings.default_priority)
             changes = {SOURCE: (parts.dumps(), now + PUBLICATION_LIFETIME)}
         else:
             changes = {SOURCE: None}
-        self._publish(bare, lambda existing: changes, now)
+        self._publish(bare, lambda existing: changes)
 
     def on_subscription_answer(self, from_jid: str, to_jid: str, approved: bool) -> None:
         """The XMPP user approved ('subscribed') or refused ('unsubscribed')
         a SIP user's subscription."""
         watcher = self.sip_user_of_jid(to_jid)
         bare = from_jid.partition("/")[0].lower()
-        if watcher is None or self.store.xmpp_link_state(OUT, watcher, bare) is None:
+        if watcher is None or self.xmpp.link_state(OUT, watcher, bare) is None:
             return  # not ours (any more)
         if approved:
-            self.store.save_xmpp_link(OUT, watcher, bare, "subscribed", self.now())
+            self.xmpp.save_link(OUT, watcher, bare, "subscribed", self.now())
         else:
             # The SIP watchers keep their subscriptions and see the XMPP
             # user closed; nothing is published for a refusal.
-            self.store.save_xmpp_link(OUT, watcher, bare, "refused", self.now())
+            self.xmpp.save_link(OUT, watcher, bare, "refused", self.now())
             log.info("%s refused the XMPP subscription of %s", bare, watcher)
 
     def _forget_presence(self, jid: str) -> None:
-        self.store.forget_xmpp_resources(jid)
-        self._publish(jid, lambda existing: {source: None for source in existing}, self.now())
+        self.xmpp.forget_resources(jid)
+        self._publish(jid, lambda existing: {source: None for source in existing})
 
-    def _publish(self, jid: str, decide, now: int) -> None:
-        key = (jid, JABBER, "presence")
-        changed, watched = self.store.change_origin_publications(
-            key, ORIGIN, decide, now, composer(jid, self.settings))
-        if changed and watched:
-            self.store.enqueue_task("fan-out", jid, JABBER, now)
+    def _publish(self, jid: str, decide) -> None:
+        self.compositor.reconcile(DocumentKey(jid, JABBER, PRESENCE.name), ORIGIN, decide)
 
     def refresh_publications(self) -> None:
         """Keep the XMPP users' publications alive while the gateway runs
         (if it stops, they expire and their watchers see them closed)."""
-        self.store.extend_origin_publications(ORIGIN, JABBER,
-                                              self.now() + PUBLICATION_LIFETIME)
+        self.documents.extend_origin(ORIGIN, JABBER, self.now() + PUBLICATION_LIFETIME)
 
     # -- XMPP watchers of SIP users -----------------------------------------
 
@@ -183,23 +191,23 @@ class Gateway:
             log.info("XMPP subscription of %.80s to %.80s refused: no such SIP user",
                      watcher, to_jid)
             return [Stanza("unsubscribed", to_jid.partition("/")[0], watcher)]
-        decision = self.authorizer.presence(REGISTRAR, sip_user, watcher)
+        decision = self.authorizer.authorize(PRESENCE, REGISTRAR, sip_user, watcher)
         if decision.status == TERMINATED:
-            self.store.delete_xmpp_link(IN, sip_user, watcher)
+            self.xmpp.delete_link(IN, sip_user, watcher)
             log.info("XMPP watcher %s of %s refused", watcher, sip_user)
             return [Stanza("unsubscribed", to_jid, watcher)]
         if decision.status == PENDING:
-            self.store.save_xmpp_link(IN, sip_user, watcher, PENDING, self.now())
+            self.xmpp.save_link(IN, sip_user, watcher, PENDING, self.now())
             log.info("XMPP watcher %s of %s waits for authorization", watcher, sip_user)
             return []
-        self.store.save_xmpp_link(IN, sip_user, watcher, ACTIVE, self.now())
+        self.xmpp.save_link(IN, sip_user, watcher, ACTIVE, self.now())
         log.info("XMPP watcher %s of %s approved", watcher, sip_user)
         return [Stanza("subscribed", to_jid, watcher), self._current(sip_user, watcher)]
 
     def on_unsubscribe(self, from_jid: str, to_jid: str) -> list[Stanza]:
         sip_user = self.sip_user_of_jid(to_jid)
         if sip_user is not None:
-            self.store.delete_xmpp_link(IN, sip_user, from_jid.partition("/")[0].lower())
+            self.xmpp.delete_link(IN, sip_user, from_jid.partition("/")[0].lower())
         return []
 
     def on_probe(self, from_jid: str, to_jid: str) -> list[Stanza]:
@@ -207,13 +215,14 @@ class Gateway:
         in): answer the approved watchers only."""
         sip_user = self.sip_user_of_jid(to_jid)
         watcher = from_jid.partition("/")[0].lower()
-        if sip_user is None or self.store.xmpp_link_state(IN, sip_user, watcher) != ACTIVE:
+        if sip_user is None or self.xmpp.link_state(IN, sip_user, watcher) != ACTIVE:
             return []
         return [self._current(sip_user, watcher)]
 
     def _current(self, sip_user: str, watcher: str) -> Stanza:
-        version, document = self.store.document_version((sip_user, REGISTRAR, "presence"))
-        self.store.mark_xmpp_link_version(IN, sip_user, watcher, version)
+        version, document = self.documents.current(DocumentKey(sip_user, REGISTRAR,
+                                                               PRESENCE.name))
+        self.xmpp.mark_link_version(IN, sip_user, watcher, version)
         return self._presence_stanza(sip_user, watcher, document)
 
     def _presence_stanza(self, sip_user: str, watcher: str, document: bytes | None) -> Stanza:
@@ -227,19 +236,19 @@ class Gateway:
         authorization now lets in (or throws out)."""
         stanzas = []
         for sip_user, watcher, state, version, current, document in \
-                self.store.xmpp_watchers_to_update(REGISTRAR):
+                self.xmpp.watchers_to_update(REGISTRAR, PRESENCE.name):
             if state == PENDING:
-                decision = self.authorizer.presence(REGISTRAR, sip_user, watcher)
+                decision = self.authorizer.authorize(PRESENCE, REGISTRAR, sip_user, watcher)
                 if decision.status == ACTIVE:
-                    self.store.save_xmpp_link(IN, sip_user, watcher, ACTIVE, self.now())
+                    self.xmpp.save_link(IN, sip_user, watcher, ACTIVE, self.now())
                     stanzas += [Stanza("subscribed", self.jid_of_sip_user(sip_user), watcher),
                                 self._current(sip_user, watcher)]
                 elif decision.status == TERMINATED:
-                    self.store.delete_xmpp_link(IN, sip_user, watcher)
+                    self.xmpp.delete_link(IN, sip_user, watcher)
                     stanzas.append(Stanza("unsubscribed", self.jid_of_sip_user(sip_user), watcher))
                 continue
             if current != version:
-                self.store.mark_xmpp_link_version(IN, sip_user, watcher, current)
+                self.xmpp.mark_link_version(IN, sip_user, watcher, current)
                 stanzas.append(self._presence_stanza(sip_user, watcher, document))
         return stanzas
 
@@ -251,17 +260,17 @@ class Gateway:
         watchers the current presence of their SIP users."""
         stanzas = self.sync_subscriptions()
         asked = {(s.from_jid, s.to_jid) for s in stanzas}
-        for (watcher, jid), state in self.store.xmpp_links(OUT).items():
+        for (watcher, jid), state in self.xmpp.links(OUT).items():
             me = self.jid_of_sip_user(watcher)
             if state == "subscribed":
                 # The server keeps subscriptions; a probe brings the current
                 # presence of every resource, so what we knew before is
                 # dropped.  (A probe before approval would only earn an
                 # 'unsubscribed', RFC 6121 4.3.2.)
-                self.store.forget_xmpp_resources(jid)
+                self.xmpp.forget_resources(jid)
                 stanzas.append(Stanza("probe", me, jid))
             elif (me, jid) not in asked:
                 stanzas.append(Stanza("subscribe", me, jid))
-        for sip_user, watcher in self.store.xmpp_links(IN, state=ACTIVE):
+        for sip_user, watcher in self.xmpp.links(IN, state=ACTIVE):
             stanzas.append(self._current(sip_user, watcher))
         return stanzas

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from .packages import PACKAGES, PRESENCE
+
 METHODS = ("subscribe", "publish")
 
 # The answers we give (messages.REASONS) get a counter each; anything else
@@ -27,7 +29,7 @@ ANSWERS = (200, 400, 403, 404, 406, 412, 413, 415, 423, 481, 489, 500)
 # that went away (481, 404, 480), refused us (403, 489), or broke (5xx).
 NOTIFY_FAILURES = (403, 404, 408, 480, 481, 489, 500, 503)
 
-# Cluster-wide state, from the database (store.gauges).
+# Cluster-wide state, from the database (gauges()).
 GAUGES = ("pa_subscriptions_active", "pa_subscriptions_pending", "pa_winfo_subscriptions",
           "pa_publications", "pa_presentities")
 
@@ -38,6 +40,19 @@ NOTIFY_NOT_SENT = "pa_notify_not_sent"
 
 # The statistic that tells whether the others were declared.
 PROBE = "pa_subscribe_requests"
+
+
+def gauges(counts) -> dict[str, int]:
+    """The GAUGES from the store's counts (store.admin.Counts)."""
+    subs = counts.subscriptions
+    return {
+        "pa_subscriptions_active": subs.get((PRESENCE.name, "active"), 0),
+        "pa_subscriptions_pending": subs.get((PRESENCE.name, "pending"), 0),
+        "pa_winfo_subscriptions": sum(n for (event, _), n in subs.items()
+                                      if event in PACKAGES and PACKAGES[event].watcher_info_of),
+        "pa_publications": sum(counts.publications.values()),
+        "pa_presentities": counts.presentities,
+    }
 
 
 def source_allowed(networks, address: str) -> bool:

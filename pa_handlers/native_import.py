@@ -31,25 +31,23 @@ from __future__ import annotations
 import collections
 import logging
 
-from . import pidf, presrules
+from . import presrules
 from .authorization import ACTIVE_ALL, POLITE_BLOCK, WAIT, Authorization, Authorizer
-from .compositor import composer
+from .clock import Clock
+from .compositor import Compositor
 from .config import ConfigError, Settings, parse_db_url
-from .notifier import PRESENCE, WINFO, check_event_id, route_set_of
+from .packages import PACKAGES, Authorization as PackageAuthorization, publishable
+from .records import ACTIVE, PENDING, TERMINATED, DocumentKey, Subscription
+from .rfc6665 import check_event_id, route_set_of
 from .sip import (BadRequest, check_call_id, check_tag, is_token, parse_uri,
                   split_list)
-from .store import Database, Store
-from .subscription import ACTIVE, PENDING, TERMINATED, Subscription
-from .winfo import WATCHERINFO
+from .store import Database, ImportedDecision, ImportedPublication, Store
 
 log = logging.getLogger("pa.import")
 
 # Status codes of the native module (presence/subscribe.h).  WAITING is a
 # watcher still to be decided; POLITE_BLOCK, active showing nothing.
 NATIVE_ACTIVE, NATIVE_PENDING, NATIVE_TERMINATED, NATIVE_WAITING, NATIVE_POLITE_BLOCK = 1, 2, 3, 4, 5
-
-# The format native negotiates for each package: it serves no other.
-CONTENT_TYPES = {PRESENCE: pidf.PIDF, WINFO: WATCHERINFO}
 
 # Source of an imported publication: the native row it came from.  Its
 # device is unknown (native keeps no Contact), and a source that names the
@@ -77,24 +75,30 @@ def import_native(store: Store, settings: Settings, from_url: str | None, domain
     source = _native_store(store, settings, from_url)
     try:
         _check_tables(source)
-        publications = source.native_publications(now)
-        subscriptions = source.native_subscriptions(now)
-        decisions = source.native_decisions()
+        publications = source.native.publications(now)
+        subscriptions = source.native.subscriptions(now)
+        decisions = source.native.decisions()
     finally:
         if source is not store:
             source.db.discard()
     skipped: collections.Counter = collections.Counter()
-    authorizer = Authorizer(settings, store, lambda: now)
+    clock = Clock(lambda: now)
+    authorizer = Authorizer(settings, store.decisions, clock)
     publications = _convert("presentity", publications, skipped,
                             lambda row: _publication(row, domain, settings),
-                            lambda p: [("etag", p[1]), ("source", p[2])])
+                            lambda p: [("etag", p.etag), ("source", p.source)])
     subscriptions = _convert("active_watchers", subscriptions, skipped,
                              lambda row: _subscription(row, domain, settings, authorizer),
                              lambda s: [s.dialog])
     decisions = _convert("watchers", decisions, skipped,
-                         lambda row: _decision(row, domain), lambda d: [d[:4]])
-    counts = store.import_native_state(publications, subscriptions, decisions, now,
-                                       lambda presentity: composer(presentity, settings))
+                         lambda row: _decision(row, domain),
+                         lambda d: [(d.presentity, d.watcher, d.presence_domain, d.event)])
+    # The compositor composes the documents; pa-admin cannot send SIP, so
+    # the import leaves fan-out tasks for Kamailio instead of fanning out.
+    compositor = Compositor(settings, store.documents, clock, lambda key: [])
+    counts = store.native.import_state(
+        publications, subscriptions, decisions, now, compositor.composer_of,
+        lambda sub: sub.status == ACTIVE and PACKAGES[sub.event].publishable)
     for (table, reason), n in sorted(skipped.items()):
         log.warning("%d %s row(s) not imported: %s", n, table, reason)
     return {"publications": counts["publications"], "subscriptions": counts["subscriptions"],
@@ -114,7 +118,7 @@ def _native_store(store: Store, settings: Settings, from_url: str | None) -> Sto
 
 
 def _check_tables(source: Store) -> None:
-    missing = source.native_missing()
+    missing = source.native.missing()
     if not missing:
         return
     where = source.db.url.redacted()
@@ -172,12 +176,12 @@ def _text(value) -> str:
 
 # -- publications -------------------------------------------------------------
 
-def _publication(row: dict, domain: str, settings: Settings) -> tuple:
-    """(key, etag, source, publisher, content_type, parts, expires_at,
-    updated_at) of a live presentity row."""
+def _publication(row: dict, domain: str, settings: Settings) -> ImportedPublication:
+    """Our publication of a live presentity row."""
     event = _text(row["event"])
-    if event != PRESENCE:
-        raise _Skip(f"event {event!r} (we serve presence only)")
+    pkg = publishable().get(event)
+    if pkg is None:
+        raise _Skip(f"event {event!r} (not a package anyone publishes here)")
     presentity = _aor(_text(row["username"]), _text(row["domain"]))
     etag = _text(row["etag"])
     # What the compositor accepts in SIP-If-Match; anything else would 412.
@@ -187,12 +191,15 @@ def _publication(row: dict, domain: str, settings: Settings) -> tuple:
     if isinstance(body, str):
         body = body.encode("utf-8")
     try:
-        parts = pidf.parse_publication(bytes(body or b""), settings.default_priority)
-    except pidf.InvalidDocument as e:
-        raise _Skip(f"body not an acceptable PIDF document ({e.reason})") from None
+        parts = pkg.documents.parse(bytes(body or b""), settings)
+    except pkg.documents.InvalidDocument as e:
+        raise _Skip(f"body not an acceptable {pkg.documents.kind} document ({e.reason})") \
+            from None
     source = _fits(NATIVE_SOURCE + (_text(row["ruid"]) or etag), 512)
-    return ((presentity, domain, PRESENCE), etag, source, _fits(_publisher(row, presentity), 255),
-            pidf.PIDF, parts.dumps(), int(row["expires"]), int(row["received_time"]))
+    return ImportedPublication(
+        DocumentKey(presentity, domain, event), etag, source,
+        _fits(_publisher(row, presentity), 255), pkg.publish_types[0], parts,
+        int(row["expires"]), int(row["received_time"]))
 
 
 def _publisher(row: dict, presentity: str) -> str:
@@ -212,11 +219,12 @@ def _publisher(row: dict, presentity: str) -> str:
 def _subscription(row: dict, domain: str, settings: Settings,
                   authorizer: Authorizer) -> Subscription:
     event = _text(row["event"])
-    if event not in CONTENT_TYPES:
-        raise _Skip(f"event {event!r} (we serve presence and presence.winfo)")
+    pkg = PACKAGES.get(event)
+    if pkg is None:
+        raise _Skip(f"event {event!r} (we serve {', '.join(PACKAGES)})")
     presentity = _fits(parse_uri(_text(row["presentity_uri"])).aor, 255)
     watcher = _aor(_text(row["watcher_username"]), _text(row["watcher_domain"]))
-    granted = _authorization(event, row, presentity, watcher, settings, authorizer)
+    granted = _authorization(pkg, row, presentity, watcher, settings, authorizer)
     remote_target = _fits(_text(row["contact"]), 1024)
     parse_uri(remote_target)
     return Subscription(
@@ -234,20 +242,21 @@ def _subscription(row: dict, domain: str, settings: Settings,
         socket=_fits(_text(row["socket_info"]), 128), received="",
         remote_cseq=max(int(row["remote_cseq"]), 0),
         local_cseq=last_notify_cseq(event, int(row["local_cseq"]), int(row["version"])),
-        content_type=CONTENT_TYPES[event], status=granted.status, reason=granted.reason,
+        # The format native negotiates for each package: it serves no other.
+        content_type=pkg.sent_as(pkg.formats[0]), status=granted.status, reason=granted.reason,
         permissions=granted.permissions, expires_at=int(row["expires"]))
 
 
-def _authorization(event: str, row: dict, presentity: str, watcher: str,
+def _authorization(pkg, row: dict, presentity: str, watcher: str,
                    settings: Settings, authorizer: Authorizer) -> Authorization:
     status, reason = int(row["status"]), _text(row["reason"])
     if status == NATIVE_TERMINATED:
         # Ended: no NOTIFY may follow in this dialog.
         raise _Skip("subscription terminated")
-    if event == WINFO:
+    if pkg.authorization is PackageAuthorization.OWNER:
         # Native lets anyone watch a watcher list; ours has a policy of its
         # own (winfo_auth), which decides without I/O.
-        granted = authorizer.winfo(presentity, watcher)
+        granted = authorizer.owner(presentity, watcher)
         if granted.status == TERMINATED:
             raise _Skip("watcher-info subscription our winfo_auth refuses")
         return granted
@@ -278,7 +287,7 @@ def last_notify_cseq(event: str, local_cseq: int, version: int) -> int:
     counts versions on its own (the column holds the last one sent), and
     the next version must exceed it (RFC 3857 5.2)."""
     last = max(local_cseq, 0) + 1
-    if event == WINFO:
+    if PACKAGES[event].watcher_info_of:
         last = max(last, version + 1)
     return last
 
@@ -295,17 +304,19 @@ def _name_addr(user: str, host: str) -> str:
 
 # -- decisions ----------------------------------------------------------------
 
-def _decision(row: dict, domain: str) -> tuple:
-    """(presentity, watcher, domain, event, status, reason, updated_at) of
-    a watchers row."""
+def _decision(row: dict, domain: str) -> ImportedDecision:
+    """Our decision of a watchers row."""
     event = _text(row["event"])
-    if event != PRESENCE:
-        # Our authorization decides presence watchers only (winfo: winfo_auth).
+    pkg = PACKAGES.get(event)
+    if pkg is None or pkg.authorization is not PackageAuthorization.RULES:
+        # Decisions are kept for the packages the `auth` setting governs
+        # (watcher information: winfo_auth decides).
         raise _Skip(f"decision for event {event!r}")
     presentity = _fits(parse_uri(_text(row["presentity_uri"])).aor, 255)
     watcher = _aor(_text(row["watcher_username"]), _text(row["watcher_domain"]))
     status, reason = decision_status(int(row["status"]), _text(row["reason"]))
-    return (presentity, watcher, domain, PRESENCE, status, reason, int(row["inserted_time"]))
+    return ImportedDecision(presentity, watcher, domain, event, status, reason,
+                            int(row["inserted_time"]))
 
 
 def decision_status(status: int, reason: str) -> tuple[str, str]:

@@ -1,6 +1,7 @@
 """Which of a presentity's publications speak in its document, and in what
 order: the composition policy (RFC 3903 4, RFC 4479 10) that runs before
-pidf.compose, whose output order is the order given here.
+pidf.compose (through presence.py), whose output order is the order given
+here.
 
 Many phones show one tuple only (pjsua its first, baresip its first
 <basic>), so the document's first tuple must be the best answer to "is
@@ -29,7 +30,7 @@ device's first PUBLISH gives the same document as one saved before.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
 from . import pidf
 from .sip import parse_uri
@@ -73,12 +74,6 @@ def _priority(value: str) -> float:
         return float(value)
     except ValueError:
         return 0.0
-
-
-def composer(presentity: str) -> Callable[[list[tuple[str, str, bytes]]], bytes]:
-    """The store's compose function for a presentity: live publications
-    (origin, source, parts), oldest first, in; its document out."""
-    return lambda stored: pidf.compose(presentity, arrange(stored))
 
 
 # -- device keys: how a publication and a binding name their device ---------

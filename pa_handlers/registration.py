@@ -22,17 +22,17 @@ import re
 from xml.sax.saxutils import escape
 
 from . import pidf, precedence
-from .compositor import composer
+from .clock import Clock
+from .compositor import Compositor
 from .config import Settings
 from .messages import Notify
-from .notifier import Notifier
+from .packages import PRESENCE
+from .records import DocumentKey
 from .sip import BadRequest, parse_uri
-from .store import Store
 
 log = logging.getLogger("pa.registration")
 
 ORIGIN = precedence.REGISTRAR
-EVENT = "presence"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +75,10 @@ def _tuple_id(key: str) -> str:
 
 
 class Registrations:
-    def __init__(self, notifier: Notifier):
-        self.notifier = notifier
-        self.settings: Settings = notifier.settings
-        self.store: Store = notifier.store
-        self.now = notifier.now
+    def __init__(self, settings: Settings, compositor: Compositor, clock: Clock):
+        self.settings = settings
+        self.compositor = compositor
+        self.clock = clock
 
     def _closed(self, parts: bytes) -> bytes | None:
         """The closed form of a stored binding tuple, or None when it is
@@ -93,7 +92,7 @@ class Registrations:
     def bindings_changed(self, domain: str, aor: str, bindings: list[Binding]) -> list[Notify]:
         """The AOR's complete set of bindings after a REGISTER was saved."""
         presentity = parse_uri(aor).aor
-        now = self.now()
+        now = self.clock.now()
 
         def decide(existing: dict[str, bytes]) -> dict[str, tuple[bytes, int]]:
             changes = {}
@@ -110,27 +109,24 @@ class Registrations:
                         changes[source] = (closed, now + self.settings.timer_interval)
             return changes
 
-        return self._apply(domain, presentity, decide, now)
+        return self._apply(domain, presentity, decide)
 
     def binding_expired(self, domain: str, aor: str, key: str) -> list[Notify]:
         """usrloc says a binding expired: close its tuple now."""
         presentity = parse_uri(aor).aor
-        now = self.now()
+        now = self.clock.now()
         source = "binding:" + key
 
         def decide(existing: dict[str, bytes]) -> dict[str, tuple[bytes, int]]:
             closed = self._closed(existing[source]) if source in existing else None
             return {source: (closed, now + self.settings.timer_interval)} if closed else {}
 
-        return self._apply(domain, presentity, decide, now)
+        return self._apply(domain, presentity, decide)
 
-    def _apply(self, domain, presentity, decide, now) -> list[Notify]:
-        key = (presentity, domain, EVENT)
-        changed, watched = self.store.change_origin_publications(
-            key, ORIGIN, decide, now, composer(presentity, self.settings))
-        if changed:
-            log.info("registrations of %s changed", presentity)
-        return self.notifier.fan_out(key) if changed and watched else []
+    def _apply(self, domain, presentity, decide) -> list[Notify]:
+        # Bindings are presence tuples (RFC 3856): the presence package's.
+        return self.compositor.reconcile(DocumentKey(presentity, domain, PRESENCE.name),
+                                         ORIGIN, decide)
 
     def on_expiry(self, origin: str, parts: bytes, now: int) -> tuple[bytes, int] | None:
         """What the publication timer does with an expired publication: a

@@ -11,7 +11,7 @@ import glob
 import os
 import sys
 
-from .store import SCHEMA_VERSION, Store
+from .store import SCHEMA_VERSION, Admin
 
 UPGRADE_COMMAND = "pa-admin db upgrade"
 
@@ -54,7 +54,7 @@ def problem(version: int | None) -> str | None:
     return None
 
 
-def upgrade(store: Store, kamailio_tables: bool = False) -> list[str]:
+def upgrade(store: Admin, kamailio_tables: bool = False) -> list[str]:
     """Apply the files the database lacks; with `kamailio_tables`, also
     create Kamailio's tables of the sample configuration where missing.
     Returns the names of the files applied."""
@@ -74,6 +74,6 @@ def upgrade(store: Store, kamailio_tables: bool = False) -> list[str]:
     return applied
 
 
-def _apply(store: Store, path: str) -> None:
+def _apply(store: Admin, path: str) -> None:
     with open(path, encoding="utf-8") as f:
         store.apply_sql(f.read())

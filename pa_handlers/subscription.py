@@ -3,54 +3,13 @@ and the NOTIFY requests the notifier sends in it."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from .messages import Notify
+from .records import ACTIVE, PENDING, TERMINATED, Subscription
 from .sip import parse_name_addr, parse_uri, split_list
 
-PENDING = "pending"
-ACTIVE = "active"
-TERMINATED = "terminated"
-
-
-@dataclasses.dataclass
-class Subscription:
-    presence_domain: str
-    event: str
-    event_id: str
-    presentity: str
-    watcher: str
-    watcher_display: str
-    call_id: str
-    local_tag: str
-    remote_tag: str
-    local_uri: str
-    remote_uri: str
-    remote_target: str
-    route_set: str
-    local_contact: str
-    socket: str
-    received: str
-    remote_cseq: int
-    local_cseq: int
-    content_type: str
-    status: str
-    reason: str
-    permissions: int
-    expires_at: int
-    id: int | None = None
-
-    @property
-    def dialog(self) -> tuple[str, str, str]:
-        return (self.call_id, self.local_tag, self.remote_tag)
-
-    @property
-    def event_header(self) -> str:
-        return f"{self.event};id={self.event_id}" if self.event_id else self.event
-
-
-# Column order of every SELECT that builds a Subscription.
-COLUMNS = tuple(f.name for f in dataclasses.fields(Subscription))
+# The record and its states live in records.py; the NOTIFYs here.
+__all__ = ["ACTIVE", "PENDING", "TERMINATED", "Subscription", "build_notify",
+           "route_target", "subscription_state"]
 
 
 def subscription_state(status: str, expires_in: int, reason: str = "") -> str:

@@ -25,13 +25,12 @@ import logging
 from xml.sax.saxutils import escape, quoteattr
 
 from .config import Settings
-from .subscription import Subscription
+from .records import Subscription
 
 log = logging.getLogger("pa.winfo")
 
 WATCHERINFO = "application/watcherinfo+xml"
 WINFO_NS = "urn:ietf:params:xml:ns:watcherinfo"
-PACKAGE = "presence.winfo"
 
 # RFC 3857 3.4.2 events.
 SUBSCRIBE, APPROVED, DEACTIVATED, REJECTED, TIMEOUT = (
@@ -68,11 +67,13 @@ class Limits:
 
 
 def document(presentity: str, version: int, full: bool, entries: list[WatcherEntry],
-             limits: Limits) -> str:
+             limits: Limits, *, package: str) -> str:
+    """The watcher list of `presentity`'s subscriptions to `package`."""
     head = ['<?xml version="1.0" encoding="UTF-8"?>',
             f'<watcherinfo xmlns="{WINFO_NS}" version="{version}"'
             f' state="{"full" if full else "partial"}">',
-            f'<watcher-list resource={quoteattr("sip:" + presentity)} package="presence">']
+            f'<watcher-list resource={quoteattr("sip:" + presentity)}'
+            f' package={quoteattr(package)}>']
     tail = ["</watcher-list>", "</watcherinfo>", ""]
     per_watcher: collections.Counter[str] = collections.Counter()
     listed = []

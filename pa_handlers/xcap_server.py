@@ -25,7 +25,7 @@ from .authorization import PRES_RULES, owner_of, path_pattern
 from .config import Settings
 from .digest import Digest, WrongTarget
 from .messages import Notify
-from .store import Store
+from .store import Decisions
 
 log = logging.getLogger("pa.xcap")
 
@@ -84,10 +84,10 @@ def _allowed(headers: dict[str, str]):
 
 
 class XcapServer:
-    def __init__(self, settings: Settings, store: Store, clock: Callable[[], float],
+    def __init__(self, settings: Settings, decisions: Decisions, clock: Callable[[], float],
                  reauthorize: Callable[[str], list[Notify]]):
         self.settings = settings
-        self.store = store
+        self.decisions = decisions
         self.clock = clock
         self.reauthorize = reauthorize
         self.pattern = path_pattern(settings.xcap_document_path)
@@ -99,7 +99,7 @@ class XcapServer:
         # secret the first node created in the database: never one derived
         # from a credential, for every 401 would test guesses of it offline.
         if self._digest is None:
-            secret = self.settings.xcap_nonce_secret or self.store.shared_secret(
+            secret = self.settings.xcap_nonce_secret or self.decisions.shared_secret(
                 NONCE_SECRET, secrets.token_hex(32))
             self._digest = Digest(hashlib.sha256(secret.encode()).digest())
         return self._digest
@@ -128,7 +128,7 @@ class XcapServer:
         realm = owner.rpartition("@")[2]
         try:
             user, stale = self.digest.verify(req.headers.get("authorization"), req.method,
-                                             req.path, realm, self.store.ha1, self.clock(),
+                                             req.path, realm, self.decisions.ha1, self.clock(),
                                              self._first_use)
         except WrongTarget:
             return _error(400, "Bad Request")
@@ -141,13 +141,13 @@ class XcapServer:
         return None
 
     def _first_use(self, nonce: str, nc: int, expiry: int) -> bool:
-        return self.store.first_nonce_use(nonce, nc, expiry, int(self.clock()))
+        return self.decisions.first_nonce_use(nonce, nc, expiry, int(self.clock()))
 
     def _get(self, req: HttpRequest, owner: str) -> HttpReply:
-        doc = self.store.xcap_document(owner, PRES_RULES)
-        if doc is None or not doc[1]:
+        doc = self.decisions.xcap_document(owner, PRES_RULES)
+        if doc is None or not doc.body:
             return _error(404, "Not Found")
-        etag, body, _ = doc
+        etag, body = doc.etag, doc.body
         if etag in _etags(req.headers.get("if-none-match")):
             return _error(304, "Not Modified", ("ETag", f'"{etag}"'))
         return HttpReply(200, "OK", presrules.CONTENT_TYPE, body, (("ETag", f'"{etag}"'),))
@@ -165,7 +165,7 @@ class XcapServer:
                                            "DTD Not Allowed")
             return _conflict("schema-validation-error" if well_formed else "not-well-formed"), []
         etag = secrets.token_urlsafe(12)
-        result = self.store.write_xcap_document(owner, PRES_RULES, req.body, etag,
+        result = self.decisions.write_xcap_document(owner, PRES_RULES, req.body, etag,
                                                 _allowed(req.headers), int(self.clock()))
         if result == "precondition":
             return _error(412, "Precondition Failed"), []
@@ -176,7 +176,7 @@ class XcapServer:
         return reply, self.reauthorize(owner)
 
     def _delete(self, req: HttpRequest, owner: str) -> tuple[HttpReply, list[Notify]]:
-        result = self.store.write_xcap_document(owner, PRES_RULES, None, "",
+        result = self.decisions.write_xcap_document(owner, PRES_RULES, None, "",
                                                 _allowed(req.headers), int(self.clock()))
         if result == "precondition":
             return _error(412, "Precondition Failed"), []

@@ -147,7 +147,7 @@ def in_flight(database, call_id):
 def test_ignore_408_on_notify_keeps_the_subscription(make_agent, database):
     now = [time.time()]
     agent = make_agent(ignore_408_on_notify=True, notify_timeout=30)
-    agent.clock = agent.notifier.clock = lambda: now[0]
+    agent.clock.source = lambda: now[0]   # the one clock of every role
     call_id = rand()
     dialog = (call_id, "ourtag", "wt")
     agent.handle_subscription(subscribe(call_id=call_id), CTX, "registrar")
@@ -172,7 +172,7 @@ def test_answers_to_notify(make_agent, database):
     again and unanswered again, ends the subscription."""
     now = [time.time()]
     agent = make_agent(notify_timeout=30)
-    agent.clock = agent.notifier.clock = lambda: now[0]
+    agent.clock.source = lambda: now[0]   # the one clock of every role
     call_id = rand()
     agent.handle_subscription(subscribe(call_id=call_id), CTX, "registrar")
     dialog = (call_id, "ourtag", "wt")
@@ -268,7 +268,7 @@ def test_garbage_is_a_400(make_agent):
 def test_timer_sweeps_only_every_timer_interval(make_agent):
     now = [1000.0]
     agent = make_agent(timer_interval=10)
-    agent.clock = lambda: now[0]
+    agent.clock.source = lambda: now[0]
     calls = []
     agent.notifier.expire_subscriptions = lambda: calls.append(now[0]) or []
     for t in range(1000, 1025):
@@ -354,8 +354,8 @@ def test_two_timers_expiring_one_publication_make_one_change(make_agent, databas
                                 "registrar").notifies
     a.handle_notify_reply(notify.dialog, notify.cseq, 200)
     later = lambda: time.time() + 5  # noqa: E731
-    a.clock = a.notifier.clock = later
-    b.clock = b.notifier.clock = later
+    a.clock.source = later
+    b.clock.source = later
     notifies = (a.compositor.expire_publications(a.registrations.on_expiry)
                 + b.compositor.expire_publications(b.registrations.on_expiry))
     assert len(notifies) == 1

@@ -14,7 +14,7 @@ from conftest import settings
 from harness import Kamailio, PrivateMariaDB, ScratchDatabase
 from helpers import pidf_body
 from pa_handlers.config import parse_db_url
-from pa_handlers.store import BEGIN, COMMIT, Database, StoreUnavailable, batch
+from pa_handlers.store import Database, StoreUnavailable
 from sipua import SipUA, rand
 
 
@@ -133,7 +133,7 @@ def test_a_write_whose_connection_breaks_is_not_run_again(server, private, db):
 
     def work(cur):
         killed_once(server, runs)(cur)
-        batch(cur, ("INSERT INTO t (v) VALUES (1)", ()), ("SELECT SLEEP(1)", ()))
+        cur.batch(("INSERT INTO t (v) VALUES (1)", ()), ("SELECT SLEEP(1)", ()))
     with pytest.raises(StoreUnavailable):
         db.run(work)
     assert len(runs) == 1 and rows(private) == 1
@@ -145,11 +145,12 @@ def test_a_transaction_whose_commit_was_sent_is_not_run_again(server, private, d
     private.query("DELETE FROM t")
     runs = []
 
-    def work(cur):
-        killed_once(server, runs)(cur)
-        batch(cur, BEGIN, ("INSERT INTO t (v) VALUES (1)", ()), COMMIT, ("SELECT SLEEP(1)", ()))
+    def work(tx):
+        killed_once(server, runs)(tx)
+        tx.batch(("INSERT INTO t (v) VALUES (1)", ()), commit=True)
+        tx.execute("SELECT SLEEP(1)")
     with pytest.raises(StoreUnavailable):
-        db.run(work)
+        db.transaction(work)
     assert len(runs) == 1 and rows(private) == 1
 
 
@@ -157,10 +158,9 @@ def test_a_transaction_broken_before_its_commit_runs_again(server, private, db):
     private.query("DELETE FROM t")
     runs = []
 
-    def work(cur):
-        killed_once(server, runs)(cur)
-        batch(cur, BEGIN, ("INSERT INTO t (v) VALUES (1)", ()), ("SELECT SLEEP(1)", ()))
-        cur.execute("COMMIT")
-    db.run(work)
+    def work(tx):
+        killed_once(server, runs)(tx)
+        tx.batch(("INSERT INTO t (v) VALUES (1)", ()), ("SELECT SLEEP(1)", ()))
+    db.transaction(work)
     # The first attempt was rolled back with its connection.
     assert len(runs) == 2 and rows(private) == 1

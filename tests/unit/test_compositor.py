@@ -3,10 +3,17 @@ import logging
 import pytest
 
 from pa_handlers import pidf
-from pa_handlers.compositor import composer
 from pa_handlers.config import settings_from_mapping
+from pa_handlers.presence import PRESENCE_DOCUMENTS
+from pa_handlers.records import StoredPublication
 
 NS = pidf.PIDF_NS
+
+
+def composer(presentity, settings, refuse=False):
+    """The compositor's composition of the presence package."""
+    return lambda stored: PRESENCE_DOCUMENTS.compose(
+        presentity, [StoredPublication(*row) for row in stored], settings, refuse)
 
 
 def settings(**values):

@@ -28,7 +28,7 @@ def registered(binding, basic="open", stored=None):
 
 
 def document(rows):
-    return precedence.composer(BOB)(rows)
+    return pidf.compose(BOB, precedence.arrange(rows))
 
 
 def first_tuple(rows):

@@ -3,7 +3,7 @@ URIs, header parameters, delta-seconds, lengths, control characters."""
 
 import pytest
 
-from pa_handlers.notifier import check_event_id, route_set_of
+from pa_handlers.rfc6665 import check_event_id, route_set_of
 from pa_handlers.sip import (BadRequest, parse_cseq, parse_delta_seconds, parse_name_addr,
                              parse_request, parse_uri, printable)
 

@@ -17,20 +17,21 @@ def listed(text):
 
 def test_one_watcher_gets_at_most_its_entries_and_short_display_names():
     entries = [entry(n, display="D" * 300) for n in range(5)] + [entry(9, "sip:v@x", display="Vé")]
-    text = winfo.document("p@x", 0, True, entries, Limits(3, 10, 49152))
+    text = winfo.document("p@x", 0, True, entries, Limits(3, 10, 49152), package="presence")
     assert listed(text) == [("w0", "D" * 10), ("w1", "D" * 10), ("w2", "D" * 10), ("w9", "Vé")]
 
 
 def test_a_list_over_the_bytes_keeps_pending_watchers_first_and_fits_at_the_limit():
     entries = [entry(n, f"sip:w{n}@x", "active" if n % 2 else "pending") for n in range(40)]
-    whole = winfo.document("p@x", 0, True, entries, Limits(8, 64, 1 << 20))
+    whole = winfo.document("p@x", 0, True, entries, Limits(8, 64, 1 << 20), package="presence")
     limits = Limits(8, 64, len(whole.encode()))
-    assert winfo.document("p@x", 0, True, entries, limits) == whole
-    cut = winfo.document("p@x", 0, True, entries, Limits(8, 64, len(whole.encode()) - 1))
+    assert winfo.document("p@x", 0, True, entries, limits, package="presence") == whole
+    cut = winfo.document("p@x", 0, True, entries, Limits(8, 64, len(whole.encode()) - 1),
+                         package="presence")
     assert len(cut.encode()) < len(whole.encode())
     # The one left out is the last active watcher; order is kept.
     assert [i for i, _ in listed(cut)] == [f"w{n}" for n in range(39)]
-    small = winfo.document("p@x", 0, True, entries, Limits(8, 64, 1500))
+    small = winfo.document("p@x", 0, True, entries, Limits(8, 64, 1500), package="presence")
     ids = [i for i, _ in listed(small)]
     assert len(small.encode()) <= 1500 and ids
     assert all(int(i[1:]) % 2 == 0 for i in ids)    # pending only

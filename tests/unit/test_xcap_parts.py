@@ -145,7 +145,8 @@ def test_views_show_only_what_permissions_allow():
 def test_watcherinfo_document():
     entries = [winfo.WatcherEntry("w1", "sip:alice@x", "pending", "subscribe", 'A "B"', 60)]
     root = etree.fromstring(winfo.document("bob@x", 3, False, entries,
-                                           winfo.Limits(8, 64, 49152)).encode())
+                                           winfo.Limits(8, 64, 49152),
+                                           package="presence").encode())
     assert (root.get("version"), root.get("state")) == ("3", "partial")
     wl = root.find(f"{{{winfo.WINFO_NS}}}watcher-list")
     assert (wl.get("resource"), wl.get("package")) == ("sip:bob@x", "presence")
