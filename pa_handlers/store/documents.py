@@ -42,11 +42,12 @@ def _select_live(key: DocumentKey, now: int) -> Statement:
 
 
 def recompose(s: Session, key: DocumentKey, now: int, compose: Compose,
-              statements: list[Statement]) -> tuple[Recomposed, list[Result]]:
+              statements: list[Statement], last: bool = True) -> tuple[Recomposed, list[Result]]:
     """Inside a transaction that locked the document: run `statements` (the
     change), read the live publications and the current document, compose,
-    and store the document if it changed.  Returns the outcome and the
-    statements' results."""
+    and store the document if it changed (`last`: the transaction's last
+    step, whose COMMIT may ride with that UPDATE).  Returns the outcome and
+    the statements' results."""
     *done, live, current, watched = s.batch(*statements, _select_live(key, now),
                                             select_document(key), select_watched(key))
     body = compose([StoredPublication(*row) for row in live.rows])
@@ -54,7 +55,7 @@ def recompose(s: Session, key: DocumentKey, now: int, compose: Compose,
     if changed:
         s.batch(("UPDATE pa_document SET body = %s, version = version + 1, updated_at = %s"
                  " WHERE presentity = %s AND presence_domain = %s AND event = %s",
-                 (body, now, *key)))
+                 (body, now, *key)), commit=last)
     return Recomposed(changed, bool(watched.rows[0][0])), done
 
 

@@ -147,7 +147,7 @@ class Native:
                           " event, status, reason, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                           new_decisions)
             for key in keys:
-                recompose(s, key, now, composer(key), [])
+                recompose(s, key, now, composer(key), [], last=False)
             # A fan-out task names its event package in its argument.
             fan_outs = sorted(set(keys) | {sub.key for sub in new_subs if notified(sub)})
             s.executemany(INSERT_TASK, [(TaskKind.FAN_OUT.value, key.presentity,

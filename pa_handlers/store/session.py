@@ -25,6 +25,21 @@ def _writes(sql: str) -> bool:
     return sql.lstrip()[:6].upper() != "SELECT"
 
 
+def _commit_may_ride(transaction_writes: int, batch_writes: int, statements) -> bool:
+    """Whether a COMMIT may travel at the end of this batch: only when no
+    write of the transaction can come to be committed without the others.
+    The earlier batches all came back good (else this one was not sent),
+    and should a statement of this one be aborted (a deadlock, a Galera
+    certification conflict aborting the transaction from outside) and the
+    server go on with the batch, what follows runs in a new transaction
+    that the COMMIT would commit.  So: the whole transaction writes at most
+    once, or this batch writes once, with its first statement (nothing
+    before it can be aborted, and it is followed by reads only)."""
+    if transaction_writes <= 1:
+        return True
+    return batch_writes == 1 and _writes(statements[0][0])
+
+
 class Session:
     """What a unit of work runs its statements with: one statement at a
     time (`execute`, then `fetchone`/`fetchall`/`rowcount`, as a cursor)
@@ -88,7 +103,7 @@ class Session:
                 head = [_BEGIN]
                 self.open, self.writes = True, 0
             self.writes += writes
-            if commit and self.writes <= 1:
+            if commit and _commit_may_ride(self.writes, writes, statements):
                 tail = list(_COMMIT)
         if writes and (not self.transaction or tail):
             self.changed = True     # autocommitted, or committed with it

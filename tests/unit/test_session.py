@@ -47,8 +47,18 @@ def test_several_writes_commit_in_a_round_trip_of_their_own():
 def test_writes_of_earlier_batches_count():
     s, sent = session()
     s.batch(("INSERT INTO a VALUES (1)", ()))
-    s.batch(("UPDATE a SET x = 2", ()), commit=True)
+    s.batch(("SELECT 1", ()), ("UPDATE a SET x = 2", ()), commit=True)
     assert "COMMIT" not in sent[-1] and s.open
+
+
+def test_a_last_batch_that_writes_once_first_carries_the_commit():
+    """What a publication's change ends with: the new document stored,
+    after the change and the reads composing it came back good."""
+    s, sent = session()
+    s.batch(("INSERT INTO a VALUES (1)", ()), ("DELETE FROM b", ()), ("SELECT 1", ()))
+    s.batch(("UPDATE doc SET body = 'x'", ()), ("SELECT 2", ()), commit=True)
+    assert sent[-1] == "UPDATE doc SET body = 'x';\nSELECT 2;\nCOMMIT;\nSET autocommit = 1"
+    assert not s.open
 
 
 def test_reads_only_commit_in_their_batch():
