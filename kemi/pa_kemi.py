@@ -319,15 +319,20 @@ class PresenceAgentKemi:
         to a transaction of this node (tm matched its Via branch) is
         passed on, and the store acts on it only if it answers the NOTIFY
         in flight: a forged or stray answer changes nothing."""
-        if KSR.pv.get("$rm") != "NOTIFY":
+        # One crossing into Kamailio for what is read of every reply ($_s:
+        # the values as one string), not one per value.  Call-IDs and tags
+        # hold no spaces (RFC 3261 25.1): a reply that splits otherwise is no
+        # answer of ours.
+        parts = (KSR.pv.get("$_s($rm $rs $cs $ci $ft $tt)") or "").split(" ")
+        if len(parts) != 6 or parts[0] != "NOTIFY" or not parts[1].isdigit():
             return 1
-        code = int(KSR.pv.get("$rs"))
+        _, code, cseq, call_id, from_tag, to_tag = parts
+        code = int(code)
         if code < 200 or KSR.tm.t_check_trans() < 0:
             return 1
         self.stats.add(metrics.notify_answer(code))
         # Our NOTIFY's From tag is our tag, its To tag the watcher's.
-        call_id, cseq = KSR.pv.get("$ci"), KSR.pv.get("$cs")
-        tags = "%s %s" % (KSR.pv.get("$ft"), KSR.pv.get("$tt"))
+        tags = "%s %s" % (from_tag, to_tag)
         if code < 300 and self._answers_queue() and \
                 KSR.mqueue.mq_add(ANSWERS, "%s %s" % (cseq, call_id), tags) > 0:
             return 1

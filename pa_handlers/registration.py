@@ -16,6 +16,7 @@ that publishes speaks for itself (precedence.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import logging
 import re
@@ -146,6 +147,9 @@ class Registrations:
 # to it must go where a proxy would send a request for it: to the
 # registered device.
 
+# Asked for every NOTIFY, of the few targets a process sends to: each is
+# parsed once (a target is at most 1024 characters, so the cache is bounded).
+@functools.lru_cache(maxsize=4096)
 def registrar_target(uri: str) -> tuple[str, str] | None:
     """(AOR to look up in usrloc, +sip.instance wanted or "") when a NOTIFY
     target may be an address of this registrar: a public GRUU, or an AOR
