@@ -123,16 +123,23 @@ class Authorizer:
         may it see: as the package says authorization applies."""
         if package.authorization is PackageAuthorization.OWNER:
             return self.owner(presentity, watcher)
-        return self.by_policy(package.name, domain, presentity, watcher)
+        if package.authorization is PackageAuthorization.SELF:
+            # reg (RFC 3680 4.6): a user watches its own registrations.
+            if self.settings.auth == "none" or watcher == presentity:
+                return ACTIVE_ALL
+            return REJECTED
+        return self.by_policy(package.name, domain, presentity, watcher,
+                              rules=package.authorization is PackageAuthorization.RULES)
 
     def by_policy(self, event: str, domain: str, presentity: str,
-                  watcher: str) -> Authorization:
+                  watcher: str, rules: bool = True) -> Authorization:
         """The `auth` setting: everyone, the presentity's decisions (kept
-        per event package), or its pres-rules."""
+        per event package), or its pres-rules (presence only: the other
+        packages follow the presentity's decisions under auth xcap too)."""
         s = self.settings
         if s.auth == "none" or watcher == presentity:
             return ACTIVE_ALL
-        if s.auth == "implicit":
+        if s.auth == "implicit" or not rules:
             decided = self.decisions.of(domain, event, presentity, watcher)
             if decided is None or decided.status == PENDING:
                 return WAIT

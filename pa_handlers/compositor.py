@@ -36,7 +36,7 @@ from . import rfc6665
 from .clock import Clock
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
-from .packages import EventPackage, publishable
+from .packages import EventPackage, composed, enabled, publishable
 from .precedence import address_key, contact_key, instance_key
 from .records import DocumentKey, Recomposed, StoredPublication
 from .sip import BadRequest, SipRequest, is_token, parse_name_addr, parse_uri
@@ -65,17 +65,18 @@ class Compositor:
         self.documents = documents
         self.clock = clock
         self.fan_out = fan_out
+        self.publishable = publishable(enabled(settings))
 
     def composer(self, presentity: str, pkg: EventPackage, refuse: bool = False):
         """How the store composes `presentity`'s document of `pkg` from its
         live publications (see the package's documents.compose)."""
-        def compose(stored: list[StoredPublication]) -> bytes:
-            return pkg.documents.compose(presentity, stored, self.settings, refuse)
+        def compose(stored: list[StoredPublication], previous: bytes | None = None) -> bytes:
+            return pkg.documents.compose(presentity, stored, self.settings, refuse, previous)
         return compose
 
     def composer_of(self, key: DocumentKey):
         """composer() for a stored key (the native import's)."""
-        return self.composer(key.presentity, publishable()[key.event])
+        return self.composer(key.presentity, composed()[key.event])
 
     def _told(self, key: DocumentKey, outcome: Recomposed) -> list[Notify]:
         """The one rule: a change that altered a watched document is told."""
@@ -84,7 +85,7 @@ class Compositor:
     # -- PUBLISH (RFC 3903) ---------------------------------------------------
 
     def publish(self, req: SipRequest, ctx: Context, domain: str) -> Outcome:
-        packages = publishable()
+        packages = self.publishable
         event = rfc6665.served_event(req, packages)
         if event is None:
             return reply(489, ("Allow-Events", ", ".join(packages)))
@@ -120,7 +121,7 @@ class Compositor:
         try:
             return self._change(req, ctx, key, pkg, parts, if_match, expires)
         except pkg.documents.TooLarge:
-            refused = reply(413, reason="Presence Document Too Large")
+            refused = reply(413, reason=pkg.documents.too_large)
             refused.detail = ("the document would exceed max_document_bytes"
                               f" ({self.settings.max_document_bytes})")
             refused.presentity = presentity
@@ -202,7 +203,7 @@ class Compositor:
         registrar's bindings, the gateway's XMPP resources) what `decide`
         says; what does not fit max_document_bytes is left out, not
         refused.  Returns the NOTIFYs of the change."""
-        pkg = publishable()[key.event]
+        pkg = composed()[key.event]
         outcome = self.documents.reconcile(key, origin, decide, self.clock.now(),
                                            self.composer(key.presentity, pkg))
         if outcome.changed:
@@ -217,7 +218,7 @@ class Compositor:
         now = self.clock.now()
         try:
             for key in self.documents.with_expired_publications(now, TIMER_BATCH):
-                pkg = publishable().get(key.event)
+                pkg = composed().get(key.event)
                 if pkg is None:
                     continue    # a package this code no longer serves
                 outcome = self.documents.expire(key, now, self.composer(key.presentity, pkg),

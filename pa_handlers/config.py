@@ -89,6 +89,8 @@ class Settings:
     max_winfo_entries_per_watcher: int = 8
     max_display_name: int = 64
     notify_udp_mtu: int = UDP_MAX_PAYLOAD
+    # The event packages served (packages.py); empty: all of them.
+    event_packages: tuple[str, ...] = ()
 
     @property
     def default_priority(self) -> float:
@@ -239,6 +241,16 @@ def parse_db_url(value: Any) -> DatabaseUrl:
     )
 
 
+def _tokens(key: str):
+    def check(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not value or \
+                not all(isinstance(v, str) and re.fullmatch(r"[a-z0-9.-]+", v) for v in value):
+            raise ConfigError(f"'{key}' must be a non-empty list of event package names,"
+                              f" not {value!r}")
+        return tuple(value)
+    return check
+
+
 _DAY = 86400
 _CHECKS = {
     "db_url": parse_db_url,
@@ -276,6 +288,7 @@ _CHECKS = {
     "max_winfo_entries_per_watcher": _int("max_winfo_entries_per_watcher", 1, 1000),
     "max_display_name": _int("max_display_name", 0, 128),
     "notify_udp_mtu": _int("notify_udp_mtu", 512, UDP_MAX_PAYLOAD),
+    "event_packages": _tokens("event_packages"),
 }
 
 

@@ -24,7 +24,7 @@ from .authorization import Authorizer
 from .clock import Clock
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
-from .packages import PACKAGES, EventPackage, allow_events, package, watcher_info_for
+from .packages import PACKAGES, EventPackage, allow_events, enabled, package, watcher_info_for
 from .records import (ACTIVE, PENDING, TERMINATED, DialogResult, DocumentKey, Notifying,
                       Subscription)
 from .sip import BadRequest, NameAddr, SipRequest, check_call_id, check_tag, choose_media_type, \
@@ -47,6 +47,8 @@ class Notifier:
         self.authorizer = authorizer
         self.clock = clock
         self.winfo_limits = winfo.Limits.of(settings)
+        # The packages the event_packages setting enables.
+        self.served = enabled(settings)
         # The process's cache of parsed documents (pidf, presrules).
         cache.DOCUMENTS.resize(settings.cache_bytes)
 
@@ -57,9 +59,9 @@ class Notifier:
     # -- SUBSCRIBE ------------------------------------------------------
 
     def subscribe(self, req: SipRequest, ctx: Context, domain: str) -> Outcome:
-        event = rfc6665.served_event(req, PACKAGES)
+        event = rfc6665.served_event(req, self.served)
         if event is None:
-            return reply(489, allow_events())
+            return reply(489, allow_events(self.served))
         call_id = check_call_id(req.header("call-id"))
         cseq, _ = parse_cseq(req.header("cseq"))
         from_ = rfc6665.name_addr(req, "from")
@@ -67,11 +69,12 @@ class Notifier:
         if not from_.tag:
             raise BadRequest("Missing From Tag")
         check_tag(from_.tag)
+        pkg = self.served[event.package]
         expires = rfc6665.granted_expires(req, self.settings,
-                                          self.settings.max_subscription_expiration)
+                                          self.settings.max_subscription_expiration,
+                                          pkg.default_expires)
         if isinstance(expires, Outcome):
             return expires
-        pkg = PACKAGES[event.package]
         if to.tag:
             return self._in_dialog(req, ctx, pkg, event.id,
                                    (call_id, check_tag(to.tag), from_.tag), cseq, expires)

@@ -45,7 +45,7 @@ def arrange(publications: Iterable[tuple[str, str, bytes]]) -> list[pidf.Parts]:
     published: list[pidf.Parts] = []
     bindings: list[pidf.Parts] = []
     speaking: set[str] = set()
-    for origin, source, data in publications:
+    for origin, source, data, *_ in publications:
         parts = pidf.Parts.loads(data)
         if origin == REGISTRAR:
             bindings.append(parts)

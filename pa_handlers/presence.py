@@ -23,6 +23,7 @@ class PresenceDocuments:
     # 413) and DocumentTooLarge (413).
     InvalidDocument = pidf.InvalidDocument
     TooLarge = pidf.DocumentTooLarge
+    too_large = "Presence Document Too Large"   # the 413's reason phrase
 
     @staticmethod
     def sent_as(content_type: str) -> str:
@@ -36,7 +37,7 @@ class PresenceDocuments:
 
     @staticmethod
     def compose(presentity: str, stored: list[StoredPublication], settings: Settings,
-                refuse: bool) -> bytes:
+                refuse: bool, previous: bytes | None = None) -> bytes:
         """The presentity's document from its live publications, at most
         max_document_bytes.  Over it, `refuse` raises DocumentTooLarge (the
         change is rolled back: a PUBLISH gets 413); otherwise the

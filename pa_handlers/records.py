@@ -128,6 +128,7 @@ class StoredPublication(NamedTuple):
     origin: str
     source: str
     parts: bytes
+    updated_at: int = 0
 
 
 class Recomposed(NamedTuple):

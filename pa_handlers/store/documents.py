@@ -18,7 +18,8 @@ from ..records import DocumentKey, Recomposed, StoredDocument, StoredPublication
 from .common import body_of, select_document, select_watched
 from .db import Database, Result, Session, Statement
 
-Compose = Callable[[list[StoredPublication]], bytes]
+# compose(live publications, the current document or None) -> new document.
+Compose = Callable[[list[StoredPublication], "bytes | None"], bytes]
 # What the publication timer does with an expired publication:
 # on_expiry(origin, parts, now) gives (parts, expires_at) to keep it in a
 # new form, or None to remove it.
@@ -50,7 +51,8 @@ def recompose(s: Session, key: DocumentKey, now: int, compose: Compose,
     the statements' results."""
     *done, live, current, watched = s.batch(*statements, _select_live(key, now),
                                             select_document(key), select_watched(key))
-    body = compose([StoredPublication(*row) for row in live.rows])
+    body = compose([StoredPublication(*row) for row in live.rows],
+                   current.rows[0][0] if current.rows else None)
     changed = not current.rows or current.rows[0][0] != body
     if changed:
         s.batch(("UPDATE pa_document SET body = %s, version = version + 1, updated_at = %s"

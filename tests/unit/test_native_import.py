@@ -78,7 +78,8 @@ def test_the_publisher_is_the_sender_or_the_presentity(sender, publisher):
 
 
 @pytest.mark.parametrize("changes, reason", [
-    ({"event": "dialog"}, "event 'dialog'"),
+    ({"event": "conference"}, "event 'conference'"),
+    ({"event": "dialog"}, "not an acceptable dialog-info document"),
     ({"body": b"<not-pidf/>"}, "not an acceptable PIDF document"),
     ({"body": b""}, "not an acceptable PIDF document"),
     ({"etag": "x" * 65}, "entity-tag"),
@@ -156,8 +157,8 @@ def test_malformed_dialogs_are_refused(changes):
 
 
 def test_other_events_are_skipped():
-    with pytest.raises(_Skip, match="dialog"):
-        subscription(watcher_row(event="dialog"))
+    with pytest.raises(_Skip, match="conference"):
+        subscription(watcher_row(event="conference"))
 
 
 def test_empty_record_route_is_an_empty_route_set():

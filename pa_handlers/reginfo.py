@@ -1,0 +1,122 @@
+"""The documents of the reg event package (RFC 3680): the registration
+state of an address-of-record, straight from the registrar's bindings
+(usrloc), like presence in the registrar domain.  Nobody PUBLISHes it.
+
+Each binding is one publication of origin 'registrar' (registration.py
+keeps them), holding its contact as the document shows it: state
+active|terminated, the event that last changed it (registered,
+refreshed, shortened, unregistered, expired), the expiry granted,
+q, Call-ID and CSeq.  A binding that ends stays terminated for one timer
+interval, so that watchers see it leave, then goes.  The document has one
+<registration> for the AOR, active while a contact is, else init (never
+registered, or all gone: 4.7.1 forbids reporting terminated -> init).
+
+Every NOTIFY carries full state, with `version` the subscription's own
+count of NOTIFYs from 0 (as dialoginfo.py explains).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from xml.sax.saxutils import escape, quoteattr
+
+from . import pidf
+from .config import Settings
+from .records import StoredPublication, Subscription
+
+REGINFO = "application/reginfo+xml"
+NS = "urn:ietf:params:xml:ns:reginfo"
+ACTIVE, TERMINATED = "active", "terminated"
+REGISTERED, REFRESHED, SHORTENED = "registered", "refreshed", "shortened"
+UNREGISTERED, EXPIRED = "unregistered", "expired"
+
+
+def contact(contact_id: str, uri: str, state: str, event: str, expires: int,
+            q: float | None, call_id: str, cseq: int) -> bytes:
+    """A binding's stored parts."""
+    return json.dumps({"id": contact_id, "uri": uri, "state": state, "event": event,
+                       "expires": expires, "q": q, "callid": call_id,
+                       "cseq": cseq}).encode()
+
+
+def ended(parts: bytes, event: str) -> bytes | None:
+    """The terminated form of a stored contact, None when it is already."""
+    c = json.loads(parts)
+    if c["state"] == TERMINATED:
+        return None
+    c.update(state=TERMINATED, event=event, expires=0)
+    return json.dumps(c).encode()
+
+
+def event_of(old: bytes | None, expires_at: int, old_expires_at: int | None) -> str:
+    """What a REGISTER did to a binding (RFC 3680 5.1): a new one is
+    registered; one registered again refreshed, or shortened when it ends
+    sooner than before."""
+    if old is None or json.loads(old)["state"] == TERMINATED:
+        return REGISTERED
+    if old_expires_at is not None and expires_at < old_expires_at:
+        return SHORTENED
+    return REFRESHED
+
+
+def _contact_xml(c: dict) -> str:
+    attrs = f' id={quoteattr(c["id"])} state="{c["state"]}" event="{c["event"]}"'
+    if c["state"] == ACTIVE:
+        attrs += f' expires="{max(int(c["expires"]), 0)}"'
+    if c.get("q") is not None:
+        attrs += f' q="{pidf.qvalue(c["q"])}"'
+    if c.get("callid"):
+        attrs += f' callid={quoteattr(c["callid"])}'
+    if c.get("cseq"):
+        attrs += f' cseq="{int(c["cseq"])}"'
+    return f'<contact{attrs}><uri>{escape(c["uri"])}</uri></contact>'
+
+
+def _registration_id(aor: str) -> str:
+    # The same in every NOTIFY of every subscription (5.1).
+    return "r" + hashlib.sha1(aor.encode()).hexdigest()[:16]
+
+
+class RegDocuments:
+    kind = "reginfo"
+    formats = (REGINFO,)
+    publish_types: tuple[str, ...] = ()      # the registrar's state only
+    InvalidDocument = pidf.InvalidDocument
+    TooLarge = pidf.DocumentTooLarge
+    too_large = "Document Too Large"   # the 413's reason phrase
+
+    @staticmethod
+    def sent_as(content_type: str) -> str:
+        return content_type
+
+    @staticmethod
+    def parse(body: bytes, settings: Settings) -> bytes:
+        raise pidf.InvalidDocument("reg Is Not Published")
+
+    @staticmethod
+    def compose(presentity: str, stored: list[StoredPublication], settings: Settings,
+                refuse: bool, previous: bytes | None = None) -> bytes:
+        """The AOR's contacts, as JSON in the order they were registered."""
+        contacts = [json.loads(p.parts) for p in stored]
+        return json.dumps(contacts).encode() if contacts else b""
+
+    @staticmethod
+    def view(sub: Subscription) -> tuple:
+        return ("reginfo", sub.presentity, sub.local_cseq)
+
+    @staticmethod
+    def render(document: bytes | None, sub: Subscription) -> str:
+        contacts = json.loads(document) if document else []
+        aor = pidf.entity(sub.presentity)
+        state = "active" if any(c["state"] == ACTIVE for c in contacts) else "init"
+        body = "".join(_contact_xml(c) for c in contacts)
+        registration = (f'<registration aor={quoteattr(aor)}'
+                        f' id="{_registration_id(aor)}" state="{state}"')
+        registration += f">{body}</registration>" if body else "/>"
+        return (f'<?xml version="1.0" encoding="UTF-8"?>\n<reginfo xmlns="{NS}"'
+                f' version="{max(sub.local_cseq - 1, 0)}" state="full">'
+                f"{registration}</reginfo>\n")
+
+
+REG_DOCUMENTS = RegDocuments()
