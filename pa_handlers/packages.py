@@ -85,12 +85,14 @@ WATCHER_INFO = EventPackage(name="presence.winfo", formats=(winfo.WATCHERINFO,),
                             watcher_info_of=PRESENCE.name, authorization=Authorization.OWNER)
 
 # RFC 4235: busy-lamp fields; several publishers aggregated per entity.
+# Default durations are the RFCs' (an hour: RFC 4235 3.4, RFC 3842 3.4).
 DIALOG = EventPackage(name="dialog", formats=DIALOG_DOCUMENTS.formats,
-                      documents=DIALOG_DOCUMENTS, authorization=Authorization.DECISIONS)
+                      documents=DIALOG_DOCUMENTS, authorization=Authorization.DECISIONS,
+                      default_expires=3600)
 # RFC 3842: message-waiting indication; the newest publication is the state.
 MESSAGE_SUMMARY = EventPackage(name="message-summary", formats=MESSAGE_SUMMARY_DOCUMENTS.formats,
                                documents=MESSAGE_SUMMARY_DOCUMENTS,
-                               authorization=Authorization.DECISIONS)
+                               authorization=Authorization.DECISIONS, default_expires=3600)
 # RFC 3680: registration state, from the registrar's bindings only (its
 # documents refuse PUBLISH); 3761 s is the RFC's default duration (4.4).
 REG = EventPackage(name="reg", formats=REG_DOCUMENTS.formats, documents=REG_DOCUMENTS,
