@@ -37,7 +37,7 @@ def _lock_document(key: DocumentKey, now: int) -> Statement:
 
 
 def _select_live(key: DocumentKey, now: int) -> Statement:
-    return ("SELECT origin, source, parts FROM pa_publication WHERE presentity = %s"
+    return ("SELECT origin, source, parts, updated_at FROM pa_publication WHERE presentity = %s"
             " AND presence_domain = %s AND event = %s AND expires_at > %s ORDER BY id",
             (*key, now))
 
