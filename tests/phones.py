@@ -75,9 +75,16 @@ class Pjsua:
     # -- what a test does with it --------------------------------------------
 
     def account(self, name: str, user: str, domain: str = "127.0.0.1", *,
-                register: bool = True, publish: bool = True, expires: int = 300) -> int | None:
+                register: bool = True, publish: bool = True, expires: int = 300,
+                mwi: bool = False) -> int | None:
         return self.call("account", name=name, user=user, domain=domain, register=register,
-                         publish=publish, expires=expires).get("code")
+                         publish=publish, expires=expires, mwi=mwi).get("code")
+
+    def mwi(self, name: str, expect: str = "", timeout: float = 15) -> dict:
+        """The last message summary the account's MWI subscription got
+        (waiting until its body contains `expect`)."""
+        return self.call("mwi_info", timeout=timeout + 30, name=name, expect=expect or None,
+                         wait=timeout)
 
     def status(self, name: str, basic: str, note: str = "", activity: str = "unknown") -> None:
         self.call("status", name=name, basic=basic, note=note, activity=activity)

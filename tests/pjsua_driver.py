@@ -7,9 +7,14 @@ and stdin in turn, so every callback runs here, one at a time.
 
 Commands (`op` and its arguments; every answer has `ok`, and `error` when
 not ok):
-  account  name user domain register publish [expires]
+  account  name user domain register publish [expires] [mwi]
            an account on the one transport; with register, waits for the
-           registrar's final answer (answer: `code`)
+           registrar's final answer (answer: `code`); with mwi, it
+           subscribes to its own message-summary (AccountMwiConfig)
+  mwi_info name [expect] [wait]
+           the last message summary the account's onMwiInfo got (answer:
+           `body`, `state`, `count`); with expect, waits until the body
+           contains it
   status   name basic [note] [activity]  publish (open/closed, RPID away/busy)
   buddy    name uri                 subscribe to uri's presence
   buddy_info name uri [expect] [wait]
@@ -35,6 +40,8 @@ STATUS_NAMES = {pj.PJSUA_BUDDY_STATUS_UNKNOWN: "unknown", pj.PJSUA_BUDDY_STATUS_
 ACTIVITY_NAMES = {pj.PJRPID_ACTIVITY_UNKNOWN: "unknown", pj.PJRPID_ACTIVITY_AWAY: "away",
                   pj.PJRPID_ACTIVITY_BUSY: "busy"}
 ACTIVITIES = {v: k for k, v in ACTIVITY_NAMES.items()}
+EVSUB_STATES = {getattr(pj, n): n[len("PJSIP_EVSUB_STATE_"):].lower()
+                for n in dir(pj) if n.startswith("PJSIP_EVSUB_STATE_")}
 
 
 class Phone(pj.Account):
@@ -42,6 +49,15 @@ class Phone(pj.Account):
         super().__init__()
         self.reg_code = None
         self.buddies = {}
+        self.mwi = {"body": "", "state": "", "count": 0}
+
+    def onMwiInfo(self, prm):
+        # The summary NOTIFY as pjsip received it: its body is what the
+        # phone's voicemail lamp reads.
+        whole = prm.rdata.wholeMsg
+        body = whole.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in whole else ""
+        self.mwi = {"body": body, "state": EVSUB_STATES.get(prm.state, str(prm.state)),
+                    "count": self.mwi["count"] + 1}
 
     def onRegState(self, prm):
         if prm.code >= 200:
@@ -93,7 +109,7 @@ class Driver:
 
     # -- commands ---------------------------------------------------------
 
-    def op_account(self, name, user, domain, register, publish, expires=300):
+    def op_account(self, name, user, domain, register, publish, expires=300, mwi=False):
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:{user}@{domain}"
         acfg.sipConfig.proxies.append(self.proxy)
@@ -103,6 +119,8 @@ class Driver:
         if register:
             acfg.regConfig.registrarUri = self.registrar
         acfg.presConfig.publishEnabled = bool(publish)
+        acfg.mwiConfig.enabled = bool(mwi)
+        acfg.mwiConfig.expirationSec = expires
         acc = Phone()
         acc.create(acfg)
         self.accounts[name] = acc
@@ -144,6 +162,14 @@ class Driver:
         else:
             self.poll(0.05)
         return {"info": self.info(name, uri)}
+
+    def op_mwi_info(self, name, expect=None, wait=10):
+        acc = self.accounts[name]
+        if expect:
+            self.wait(lambda: expect in acc.mwi["body"], wait)
+        else:
+            self.poll(0.05)
+        return dict(acc.mwi)
 
     def op_unsubscribe(self, name, uri):
         self.accounts[name].buddies[uri].subscribePresence(False)
