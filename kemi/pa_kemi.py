@@ -285,6 +285,7 @@ class PresenceAgentKemi:
         if KSR.registrar.reg_fetch_contacts(table, aor, "pa") > 0:
             for i in range(int(KSR.pv.get("$ulc(pa=>count)") or 0)):
                 q = int(KSR.pv.get("$(ulc(pa=>q)[%d])" % i))
+                binding_call_id = KSR.pv.get("$(ulc(pa=>callid)[%d])" % i) or ""
                 expires = int(KSR.pv.get("$(ulc(pa=>expires)[%d])" % i))
                 bindings.append(Binding(
                     contact=KSR.pv.get("$(ulc(pa=>addr)[%d])" % i),
@@ -293,8 +294,10 @@ class PresenceAgentKemi:
                     expires_at=expires or 2**31 - 1,
                     key=KSR.pv.get("$(ulc(pa=>ruid)[%d])" % i),
                     instance=KSR.pv.get("$(ulc(pa=>instance)[%d])" % i) or "",
+                    call_id=binding_call_id,
+                    cseq=int(KSR.pv.get("$(ulc(pa=>cseq)[%d])" % i) or 0),
                     # Where this REGISTER came from names its own bindings.
-                    source=source if KSR.pv.get("$(ulc(pa=>callid)[%d])" % i) == call_id
+                    source=source if binding_call_id == call_id
                     else ""))
             KSR.registrar.reg_free_contacts("pa")
         for notify in self.agent.handle_registration(domain, aor, bindings):

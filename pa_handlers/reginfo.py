@@ -33,11 +33,11 @@ UNREGISTERED, EXPIRED = "unregistered", "expired"
 
 
 def contact(contact_id: str, uri: str, state: str, event: str, expires: int,
-            q: float | None, call_id: str, cseq: int) -> bytes:
-    """A binding's stored parts."""
+            q: float | None, call_id: str, cseq: int, expires_at: int) -> bytes:
+    """A binding's stored parts (`expires`: the time granted, as shown)."""
     return json.dumps({"id": contact_id, "uri": uri, "state": state, "event": event,
                        "expires": expires, "q": q, "callid": call_id,
-                       "cseq": cseq}).encode()
+                       "cseq": cseq, "expires_at": expires_at}).encode()
 
 
 def ended(parts: bytes, event: str) -> bytes | None:

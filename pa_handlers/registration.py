@@ -8,6 +8,11 @@ A binding that is removed, replaced or expires turns its tuple closed; the
 closed tuple lingers for one timer interval so watchers see it close, then
 goes away.  A re-registration that changes nothing notifies nobody.
 
+The same bindings make the AOR's registration state (RFC 3680, event
+package reg, reginfo.py): one publication of origin 'reginfo' per
+binding, holding its <contact> (registered, refreshed, shortened,
+unregistered, expired), when that package is served.
+
 Each binding also records the device it stands for (its +sip.instance, its
 Contact address, the address its REGISTER came from), so that a device
 that publishes speaks for itself (precedence.py).
@@ -17,23 +22,27 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import ipaddress
 import logging
 import re
 from xml.sax.saxutils import escape
 
-from . import pidf, precedence
+from . import pidf, precedence, reginfo
 from .clock import Clock
 from .compositor import Compositor
 from .config import Settings
 from .messages import Notify
-from .packages import PRESENCE
+from .packages import PRESENCE, enabled, usrloc_packages
 from .records import DocumentKey
 from .sip import BadRequest, parse_uri
 
 log = logging.getLogger("pa.registration")
 
 ORIGIN = precedence.REGISTRAR
+# The reg package's publications (one <contact> each).
+REG_ORIGIN = "reginfo"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +56,8 @@ class Binding:
     source: str = ""      # proto:ip:port its REGISTER came from, when this
                           # REGISTER is the one that wrote it
     received: str = ""    # where to reach it, when not its contact (NAT)
+    call_id: str = ""     # of the REGISTER that made or refreshed it
+    cseq: int = 0
 
 
 def binding_tuple(tuple_id: str, basic: str, contact: str, priority: str,
@@ -71,6 +82,11 @@ def device_keys(b: Binding, stored: bytes | None) -> list[str]:
     return keys
 
 
+def _contact_id(key: str) -> str:
+    # Stable while the binding lives (RFC 3680 5.1), and no usrloc ruid shown.
+    return "c" + hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
 def _tuple_id(key: str) -> str:
     return "reg-" + re.sub(r"[^A-Za-z0-9._-]", "-", key)[:100]
 
@@ -80,6 +96,9 @@ class Registrations:
         self.settings = settings
         self.compositor = compositor
         self.clock = clock
+        served = enabled(settings)
+        # The packages besides presence whose state follows the bindings.
+        self.reg_events = [p.name for p in usrloc_packages() if p.name in served]
 
     def _closed(self, parts: bytes) -> bytes | None:
         """The closed form of a stored binding tuple, or None when it is
@@ -110,7 +129,41 @@ class Registrations:
                         changes[source] = (closed, now + self.settings.timer_interval)
             return changes
 
-        return self._apply(domain, presentity, decide)
+        notifies = self._apply(domain, presentity, decide)
+        return notifies + self._reg(domain, presentity, self._reg_bindings(bindings, now))
+
+    def _reg_bindings(self, bindings: list[Binding], now: int):
+        """decide() of the reg package's contacts after a REGISTER."""
+        def decide(existing: dict[str, bytes]) -> dict[str, tuple[bytes, int] | None]:
+            changes: dict[str, tuple[bytes, int] | None] = {}
+            for b in bindings:
+                source = "binding:" + b.key
+                old = existing.get(source)
+                old_c = json.loads(old) if old else None
+                if old_c and old_c["state"] == reginfo.ACTIVE and \
+                        (old_c["callid"], old_c["cseq"], old_c["expires_at"]) == \
+                        (b.call_id, b.cseq, b.expires_at):
+                    continue    # not this REGISTER's binding: unchanged
+                event = reginfo.event_of(old, b.expires_at,
+                                         old_c["expires_at"] if old_c else None)
+                changes[source] = (reginfo.contact(
+                    _contact_id(b.key), b.contact, reginfo.ACTIVE, event,
+                    b.expires_at - now, b.q, b.call_id, b.cseq, b.expires_at), b.expires_at)
+            for source, parts in existing.items():
+                if source not in changes and not any("binding:" + b.key == source
+                                                     for b in bindings):
+                    gone = reginfo.ended(parts, reginfo.UNREGISTERED)
+                    if gone is not None:
+                        changes[source] = (gone, now + self.settings.timer_interval)
+            return changes
+        return decide
+
+    def _reg(self, domain: str, presentity: str, decide) -> list[Notify]:
+        notifies: list[Notify] = []
+        for event in self.reg_events:
+            notifies += self.compositor.reconcile(DocumentKey(presentity, domain, event),
+                                                  REG_ORIGIN, decide)
+        return notifies
 
     def binding_expired(self, domain: str, aor: str, key: str) -> list[Notify]:
         """usrloc says a binding expired: close its tuple now."""
@@ -122,7 +175,12 @@ class Registrations:
             closed = self._closed(existing[source]) if source in existing else None
             return {source: (closed, now + self.settings.timer_interval)} if closed else {}
 
-        return self._apply(domain, presentity, decide)
+        def decide_reg(existing: dict[str, bytes]) -> dict[str, tuple[bytes, int]]:
+            gone = reginfo.ended(existing[source], reginfo.EXPIRED) \
+                if source in existing else None
+            return {source: (gone, now + self.settings.timer_interval)} if gone else {}
+
+        return self._apply(domain, presentity, decide) + self._reg(domain, presentity, decide_reg)
 
     def _apply(self, domain, presentity, decide) -> list[Notify]:
         # Bindings are presence tuples (RFC 3856): the presence package's.
@@ -133,6 +191,9 @@ class Registrations:
         """What the publication timer does with an expired publication: a
         binding still open closes and lingers one interval; anything else
         goes."""
+        if origin == REG_ORIGIN:
+            gone = reginfo.ended(parts, reginfo.EXPIRED)
+            return (gone, now + self.settings.timer_interval) if gone else None
         if origin != ORIGIN:
             return None
         closed = self._closed(parts)
