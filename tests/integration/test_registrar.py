@@ -133,12 +133,14 @@ def test_refresh_that_changes_nothing_notifies_nobody(ua, presentity, phone, dat
     d, _ = watch(ua, presentity)
     phone.register(presentity, expires=60)
     ua.wait_notify(d.call_id, 2)
-    [(before,)] = database.query("SELECT expires_at FROM pa_publication WHERE presentity = %s",
+    [(before,)] = database.query("SELECT expires_at FROM pa_publication WHERE presentity = %s"
+                                 " AND event = 'presence'",
                                  (presentity[4:],))
     time.sleep(1.1)
     assert phone.register(presentity, expires=120).status == 200
     assert ua.quiet(d.call_id, 1.5) == []
-    [(after,)] = database.query("SELECT expires_at FROM pa_publication WHERE presentity = %s",
+    [(after,)] = database.query("SELECT expires_at FROM pa_publication WHERE presentity = %s"
+                                " AND event = 'presence'",
                                 (presentity[4:],))
     assert after > before
 
@@ -192,8 +194,8 @@ def test_a_device_registering_after_it_published_is_superseded_too(ua, presentit
     assert database.query("SELECT COUNT(*) FROM pa_publication WHERE presentity = %s"
                           " AND origin = 'registrar'", (presentity[4:],)) == [(1,)]
     assert ua.quiet(d.call_id, 1.5) == []
-    [(document,)] = database.query("SELECT body FROM pa_document WHERE presentity = %s",
-                                   (presentity[4:],))
+    [(document,)] = database.query("SELECT body FROM pa_document WHERE presentity = %s"
+                                   " AND event = 'presence'", (presentity[4:],))
     assert document == published.body
 
 
