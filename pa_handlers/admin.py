@@ -24,7 +24,7 @@ import time
 from . import schema
 from .config import ConfigError, load_settings
 from .sip import BadRequest, parse_uri, printable
-from .packages import PRESENCE
+from .packages import PACKAGES, PRESENCE, composed
 from .records import PRESENCE_DOMAINS, REGISTRAR, DocumentKey, TaskKind
 from .store import SCHEMA_VERSION, Database, Store, StoreUnavailable
 
@@ -126,22 +126,34 @@ class Admin:
         self.out.show(rows, ["presentity", "domain", "publications", "watchers", "version"])
 
     def show(self, args) -> None:
+        """A presentity's publications of every package, and the document of
+        each package it has state of (presence always)."""
         key = aor(args.presentity)
         pubs = self.store.publications(key, args.domain, self.now())
-        version, document = self.documents.current(DocumentKey(key, args.domain, PRESENCE.name))
         now = self.now()
-        rows = [dict(etag=p["etag"], origin=p["origin"], source=p["source"],
+        rows = [dict(event=p["event"], etag=p["etag"], origin=p["origin"], source=p["source"],
                      publisher=p["publisher"], expires=_in(p["expires_at"], now),
                      updated=_when(p["updated_at"])) for p in pubs]
-        doc = (document or b"").decode("utf-8", "replace")
+        events = [e for e in composed() if e == PRESENCE.name or any(
+            r["event"] == e for r in rows)]
+        documents = {}
+        for event in events:
+            version, document = self.documents.current(DocumentKey(key, args.domain, event))
+            documents[event] = {"version": version,
+                                "document": (document or b"").decode("utf-8", "replace")}
         if self.out.json:
             self.out.show({"presentity": key, "domain": args.domain, "publications": rows,
-                           "version": version, "document": doc})
+                           "version": documents[PRESENCE.name]["version"],
+                           "document": documents[PRESENCE.name]["document"],
+                           "documents": documents})
             return
-        print(table(rows, ["etag", "origin", "source", "publisher", "expires", "updated"]))
-        print()
-        print(f"document (version {version}):")
-        print(doc or "(nothing published: watchers see one closed tuple)")
+        print(table(rows, ["event", "etag", "origin", "source", "publisher", "expires",
+                           "updated"]))
+        for event, doc in documents.items():
+            print()
+            print(f"{event} document (version {doc['version']}):")
+            print(doc["document"] or "(nothing published: watchers see"
+                  f" {PACKAGES[event].documents.empty_state})")
 
     def watchers(self, args) -> None:
         key = aor(args.presentity)
@@ -160,15 +172,16 @@ class Admin:
         if decisions:
             print()
             print("decisions:")
-            print(table(decisions, ["watcher", "status", "reason", "updated"]))
+            print(table(decisions, ["watcher", "event", "status", "reason", "updated"]))
 
     def decide(self, args, status: str, reason: str) -> None:
         presentity, watcher = aor(args.presentity), aor(args.watcher)
-        self.decisions.decide(presentity, watcher, args.domain, PRESENCE.name, status, reason,
+        self.decisions.decide(presentity, watcher, args.domain, args.event, status, reason,
                               self.now())
-        self.out.show({"presentity": presentity, "watcher": watcher, "status": status},
-                      text=f"{watcher} is {status} for {presentity}; watchers are told by"
-                           " Kamailio within a second")
+        self.out.show({"presentity": presentity, "watcher": watcher, "event": args.event,
+                       "status": status},
+                      text=f"{watcher} is {status} for {presentity} ({args.event});"
+                           " watchers are told by Kamailio within a second")
 
     def remove(self, args) -> None:
         presentity, watcher = aor(args.presentity), aor(args.watcher)
@@ -203,6 +216,8 @@ class Admin:
                   for (event, status), n in sorted(live.subscriptions.items())}
         counts.update({f"publications {origin}": n
                        for origin, n in sorted(live.publications.items())})
+        counts.update({f"{event} publications": n
+                       for event, n in sorted(live.by_event.items())})
         counts.update({"documents": backlog["documents"],
                        "tasks waiting": backlog["tasks waiting"]})
         self.out.show(counts, text="\n".join(f"{k}: {v}" for k, v in counts.items()))
@@ -267,8 +282,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("like", nargs="?", default="", help="part of the address")
     command("show", "publications and document of a presentity", "presentity")
     command("watchers", "subscriptions to a presentity", "presentity")
-    command("approve", "let a watcher see a presentity", "presentity", "watcher")
-    command("reject", "refuse a watcher", "presentity", "watcher")
+    # Decisions are kept per event package (presence, dialog, message-summary).
+    for name, help in (("approve", "let a watcher see a presentity"),
+                       ("reject", "refuse a watcher")):
+        command(name, help, "presentity", "watcher").add_argument(
+            "--event", default=PRESENCE.name,
+            choices=[e for e, p in PACKAGES.items() if not p.watcher_info_of])
     command("remove", "end a watcher's subscriptions", "presentity", "watcher")
     command("end", "end one subscription", "call_id", domain=False)
     command("purge", "remove expired state now, telling watchers", domain=False)

@@ -64,6 +64,7 @@ class MessageSummaryDocuments:
     InvalidDocument = pidf.InvalidDocument
     TooLarge = pidf.DocumentTooLarge
     too_large = "Summary Too Large"   # the 413's reason phrase
+    empty_state = "Messages-Waiting: no"   # what watchers see when nothing is published
 
     @staticmethod
     def sent_as(content_type: str) -> str:

@@ -29,9 +29,26 @@ ANSWERS = (200, 400, 403, 404, 406, 412, 413, 415, 423, 481, 489, 500)
 # that went away (481, 404, 480), refused us (403, 489), or broke (5xx).
 NOTIFY_FAILURES = (403, 404, 408, 480, 481, 489, 500, 503)
 
-# Cluster-wide state, from the database (gauges()).
+def _name(event: str) -> str:
+    return event.replace("-", "_").replace(".", "_")
+
+
+def package_subscriptions(event: str) -> str:
+    """Live subscriptions (any status) of one event package."""
+    return f"pa_subscriptions_{_name(event)}"
+
+
+def package_publications(event: str) -> str:
+    """Live publications (PUBLISH and registrar-made) of one event package."""
+    return f"pa_publications_{_name(event)}"
+
+
+# Cluster-wide state, from the database (gauges()); the first five count
+# presence, as they always did.
 GAUGES = ("pa_subscriptions_active", "pa_subscriptions_pending", "pa_winfo_subscriptions",
-          "pa_publications", "pa_presentities")
+          "pa_publications", "pa_presentities") + tuple(
+    name for event, p in PACKAGES.items() if event != PRESENCE.name and not p.watcher_info_of
+    for name in (package_subscriptions(event), package_publications(event)))
 
 NOTIFY_SENT = "pa_notify_sent"
 NOTIFY_OK = "pa_notify_ok"
@@ -52,6 +69,10 @@ def gauges(counts) -> dict[str, int]:
                                       if event in PACKAGES and PACKAGES[event].watcher_info_of),
         "pa_publications": sum(counts.publications.values()),
         "pa_presentities": counts.presentities,
+        **{package_subscriptions(event): sum(n for (e, _), n in subs.items() if e == event)
+           for event, p in PACKAGES.items() if event != PRESENCE.name and not p.watcher_info_of},
+        **{package_publications(event): counts.by_event.get(event, 0)
+           for event, p in PACKAGES.items() if event != PRESENCE.name and not p.watcher_info_of},
     }
 
 

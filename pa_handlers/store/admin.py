@@ -14,6 +14,7 @@ class Counts(NamedTuple):
     subscriptions: dict[tuple[str, str], int]
     publications: dict[str, int]
     presentities: int
+    by_event: dict[str, int] = {}     # publications by event package
 
 
 class Admin:
@@ -53,13 +54,17 @@ class Admin:
             subs, pubs, presentities = s.batch(
                 ("SELECT event, status, COUNT(*) FROM pa_subscription WHERE expires_at > %s"
                  " GROUP BY event, status", (now,)),
-                ("SELECT origin, COUNT(*) FROM pa_publication WHERE expires_at > %s"
-                 " GROUP BY origin", (now,)),
+                ("SELECT event, origin, COUNT(*) FROM pa_publication WHERE expires_at > %s"
+                 " GROUP BY event, origin", (now,)),
                 ("SELECT COUNT(DISTINCT presentity, presence_domain, event) FROM pa_publication"
                  " WHERE expires_at > %s", (now,)))
-            return Counts({(e, st): int(n) for e, st, n in subs.rows},
-                          {origin: int(n) for origin, n in pubs.rows},
-                          int(presentities.rows[0][0]))
+            by_origin: dict[str, int] = {}
+            by_event: dict[str, int] = {}
+            for event, origin, n in pubs.rows:
+                by_origin[origin] = by_origin.get(origin, 0) + int(n)
+                by_event[event] = by_event.get(event, 0) + int(n)
+            return Counts({(e, st): int(n) for e, st, n in subs.rows}, by_origin,
+                          int(presentities.rows[0][0]), by_event)
         return self.db.run(work)
 
     def backlog(self, now: int) -> dict:
@@ -102,10 +107,11 @@ class Admin:
 
     def publications(self, presentity: str, domain: str, now: int) -> list[dict]:
         def work(s):
-            s.execute("SELECT etag, origin, source, publisher, expires_at, updated_at"
+            s.execute("SELECT event, etag, origin, source, publisher, expires_at, updated_at"
                       " FROM pa_publication WHERE presentity = %s AND presence_domain = %s"
-                      " AND expires_at > %s ORDER BY id", (presentity, domain, now))
-            names = ("etag", "origin", "source", "publisher", "expires_at", "updated_at")
+                      " AND expires_at > %s ORDER BY event, id", (presentity, domain, now))
+            names = ("event", "etag", "origin", "source", "publisher", "expires_at",
+                     "updated_at")
             return [dict(zip(names, r)) for r in s.fetchall()]
         return self.db.run(work)
 
@@ -121,10 +127,10 @@ class Admin:
 
     def decisions(self, presentity: str, domain: str) -> list[dict]:
         def work(s):
-            s.execute("SELECT watcher, status, reason, updated_at FROM pa_watcher"
-                      " WHERE presentity = %s AND presence_domain = %s ORDER BY watcher",
+            s.execute("SELECT watcher, event, status, reason, updated_at FROM pa_watcher"
+                      " WHERE presentity = %s AND presence_domain = %s ORDER BY watcher, event",
                       (presentity, domain))
-            return [dict(watcher=r[0], status=r[1], reason=r[2], updated=r[3])
+            return [dict(watcher=r[0], event=r[1], status=r[2], reason=r[3], updated=r[4])
                     for r in s.fetchall()]
         return self.db.run(work)
 

@@ -87,8 +87,8 @@ def test_show_lists_publications_and_the_document(kamailio, ua, presentity):
     assert [p["etag"] for p in shown["publications"]] == [etag]
     assert "in a meeting" in shown["document"]
     text = admin(kamailio, "show", presentity).stdout
-    assert text.splitlines()[0].split() == ["ETAG", "ORIGIN", "SOURCE", "PUBLISHER", "EXPIRES",
-                                            "UPDATED"]
+    assert text.splitlines()[0].split() == ["EVENT", "ETAG", "ORIGIN", "SOURCE", "PUBLISHER",
+                                            "EXPIRES", "UPDATED"]
     assert etag in text and "in a meeting" in text
 
 
@@ -230,3 +230,55 @@ def test_the_installed_command_upgrades_a_database(tmp_path):
         assert r.stdout.split("\n")[:-1] == applied_schema_files()
     finally:
         db.drop()
+
+
+# -- the other event packages --------------------------------------------------
+
+DIALOG_BODY = ('<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="0"'
+               ' state="full" entity="{}"><dialog id="d1"><state>early</state></dialog>'
+               '</dialog-info>')
+
+
+def test_show_watchers_and_counts_cover_every_package(kamailio, ua, presentity):
+    r = ua.request("PUBLISH", presentity, [("Event", "dialog"),
+                                           ("Content-Type", "application/dialog-info+xml")],
+                   DIALOG_BODY.format(presentity).encode())
+    assert r.status == 200
+    r = ua.request("PUBLISH", presentity, [("Event", "message-summary"),
+                                           ("Content-Type", "application/simple-message-summary")],
+                   b"Messages-Waiting: yes\r\n")
+    assert r.status == 200
+    r, d = ua.subscribe(presentity, event="dialog")
+    assert r.status == 200
+    shown = admin_json(kamailio, "show", presentity)
+    assert sorted(p["event"] for p in shown["publications"]) == ["dialog", "message-summary"]
+    assert '"d1"' in shown["documents"]["dialog"]["document"]
+    assert shown["documents"]["message-summary"]["document"] == "Messages-Waiting: yes\r\n"
+    text = admin(kamailio, "show", presentity).stdout
+    assert "dialog document (version 1):" in text
+    assert "presence document (version 0):" in text
+    [row] = admin_json(kamailio, "watchers", presentity)["subscriptions"]
+    assert (row["event"], row["status"]) == ("dialog", "active")
+    counts = admin_json(kamailio, "counts")
+    assert counts["subscriptions dialog active"] >= 1
+    assert counts["dialog publications"] >= 1 and counts["message-summary publications"] >= 1
+
+
+def test_dialog_watchers_wait_for_a_decision_of_their_own(kamailio, database, presentity):
+    """auth implicit: dialog follows the presentity's decisions, kept per
+    package; approving presence does not approve dialog."""
+    ua = user_agent(kamailio, database, "w" + rand(6))
+    try:
+        r, d = ua.subscribe(presentity, event="dialog")
+        assert r.status == 200
+        assert ua.wait_notify(d.call_id).subscription_state()[0] == "pending"
+        admin(kamailio, "approve", presentity, ua.aor)
+        assert ua.quiet(d.call_id, 1.5) == []
+        admin(kamailio, "approve", presentity, ua.aor, "--event", "dialog")
+        n = ua.wait_notify(d.call_id, 2)
+        assert n.subscription_state()[0] == "active"
+        assert b"<dialog-info" in n.body
+        decisions = admin_json(kamailio, "watchers", presentity)["decisions"]
+        assert sorted(x["event"] for x in decisions) == ["dialog", "presence"]
+    finally:
+        ua.close()

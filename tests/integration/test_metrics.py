@@ -31,7 +31,7 @@ def test_requests_are_counted_by_method_and_answer(kamailio, ua, presentity):
     r, d = ua.subscribe(presentity)
     assert r.status == 200
     ua.wait_notify(d.call_id)
-    assert ua.request("SUBSCRIBE", presentity, [("Event", "dialog")]).status == 489
+    assert ua.request("SUBSCRIBE", presentity, [("Event", "conference")]).status == 489
     r = ua.request("PUBLISH", presentity, [("Event", "presence"),
                                            ("Content-Type", "application/pidf+xml")],
                    pidf_body(presentity, "t1", "open"))
@@ -91,6 +91,24 @@ def test_gauges_follow_the_database(kamailio, database, ua, presentity):
     assert ua.resubscribe(d, 0).status == 200
     assert active_in_database() == before - 1
     wait_until(lambda: stats(kamailio)["pa_subscriptions_active"] == before - 1)
+
+
+def test_every_package_has_its_gauges(kamailio, database, ua, presentity):
+    def in_database(table, event):
+        return database.query(f"SELECT COUNT(*) FROM {table} WHERE event = %s"
+                              " AND expires_at > UNIX_TIMESTAMP()", (event,))[0][0]
+
+    r, d = ua.subscribe(presentity, event="message-summary")
+    ua.wait_notify(d.call_id)
+    ua.request("PUBLISH", presentity, [("Event", "message-summary"),
+                                       ("Content-Type", "application/simple-message-summary")],
+               b"Messages-Waiting: yes\r\n")
+    wait_until(lambda: stats(kamailio)["pa_subscriptions_message_summary"] ==
+               in_database("pa_subscription", "message-summary") > 0)
+    wait_until(lambda: stats(kamailio)["pa_publications_message_summary"] ==
+               in_database("pa_publication", "message-summary") > 0)
+    assert {"pa_subscriptions_dialog", "pa_publications_dialog", "pa_subscriptions_reg",
+            "pa_publications_reg"} <= set(stats(kamailio))
 
 
 def test_prometheus_reads_them_at_metrics(kamailio, ua, presentity):

@@ -43,11 +43,11 @@ def watched(ua, presentity):
 
 # -- the PUBLISH table -----------------------------------------------------
 
-@pytest.mark.parametrize("event", [None, "dialog"])
+@pytest.mark.parametrize("event", [None, "conference", "presence.winfo", "reg"])
 def test_missing_or_unserved_event_gets_489(ua, presentity, event):
     r = publish(ua, presentity, pidf_body(presentity, "t", "open"), event=event)
     assert r.status == 489
-    assert r.get("allow-events") == "presence"
+    assert r.get("allow-events") == "presence, dialog, message-summary"
 
 
 def test_initial_publish_without_body_gets_400(ua, presentity):

@@ -25,9 +25,9 @@ def test_missing_event_gets_489_with_allow_events(ua, presentity):
 
 
 def test_unserved_event_gets_489(ua, presentity):
-    r, _ = ua.subscribe(presentity, event="dialog")
+    r, _ = ua.subscribe(presentity, event="conference")
     assert r.status == 489
-    assert r.get("allow-events") == "presence, presence.winfo"
+    assert r.get("allow-events") == "presence, presence.winfo, dialog, message-summary, reg"
 
 
 @pytest.mark.parametrize("accept", ["text/plain", "application/xml;q=1, image/*", ""])
