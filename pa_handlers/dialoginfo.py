@@ -106,6 +106,7 @@ class DialogDocuments:
     InvalidDocument = pidf.InvalidDocument
     TooLarge = pidf.DocumentTooLarge
     too_large = "Dialog Document Too Large"   # the 413's reason phrase
+    versioned = True    # version: the subscription's count of NOTIFYs
     empty_state = "a dialog-info without dialogs"   # what watchers see when nothing is published
 
     @staticmethod

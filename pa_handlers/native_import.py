@@ -7,11 +7,11 @@ of Kamailio 5.x): `presentity` (publications), `active_watchers`
 (subscriptions, with their dialogs) and `watchers` (authorization
 decisions).  Their live rows become ours:
 
-* a presentity row of event presence: a publication with the same
+* a presentity row of event presence, dialog or message-summary: a publication with the same
   entity-tag and expiry, its body parsed as our PUBLISH path parses it, and
   the presentity's document composed as after a PUBLISH, so that the
   device's next PUBLISH with SIP-If-Match refreshes it;
-* an active_watchers row of presence or presence.winfo: a subscription in
+* an active_watchers row of any package we serve: a subscription in
   the same dialog (native was the notifier: its to_tag is our local tag),
   whose next NOTIFY carries a higher CSeq than native's last;
 * a watchers row: the presentity's decision about the watcher, where we
@@ -98,7 +98,7 @@ def import_native(store: Store, settings: Settings, from_url: str | None, domain
     compositor = Compositor(settings, store.documents, clock, lambda key: [])
     counts = store.native.import_state(
         publications, subscriptions, decisions, now, compositor.composer_of,
-        lambda sub: sub.status == ACTIVE and PACKAGES[sub.event].publishable)
+        lambda sub: sub.status == ACTIVE and PACKAGES[sub.event].composed)
     for (table, reason), n in sorted(skipped.items()):
         log.warning("%d %s row(s) not imported: %s", n, table, reason)
     return {"publications": counts["publications"], "subscriptions": counts["subscriptions"],
@@ -253,12 +253,14 @@ def _authorization(pkg, row: dict, presentity: str, watcher: str,
     if status == NATIVE_TERMINATED:
         # Ended: no NOTIFY may follow in this dialog.
         raise _Skip("subscription terminated")
-    if pkg.authorization is PackageAuthorization.OWNER:
-        # Native lets anyone watch a watcher list; ours has a policy of its
-        # own (winfo_auth), which decides without I/O.
-        granted = authorizer.owner(presentity, watcher)
+    if pkg.authorization in (PackageAuthorization.OWNER, PackageAuthorization.SELF):
+        # Native lets anyone watch a watcher list or registrations; ours
+        # has a policy of its own (winfo_auth, auth), which decides
+        # without I/O.
+        granted = authorizer.authorize(pkg, "", presentity, watcher)
         if granted.status == TERMINATED:
-            raise _Skip("watcher-info subscription our winfo_auth refuses")
+            raise _Skip(f"{pkg.name} subscription our authorization (winfo_auth, auth)"
+                        " refuses")
         return granted
     return native_authorization(status, reason, settings.auth)
 
@@ -282,12 +284,13 @@ def native_authorization(status: int, reason: str, auth: str) -> Authorization:
 def last_notify_cseq(event: str, local_cseq: int, version: int) -> int:
     """Our local_cseq (the CSeq of the last NOTIFY sent) for a native
     subscription.  Native stores the CSeq before tm increments it for the
-    request, so its last NOTIFY carried local_cseq + 1.  A watcher-info
-    document's version is, with us, its NOTIFY's CSeq minus one; native
-    counts versions on its own (the column holds the last one sent), and
-    the next version must exceed it (RFC 3857 5.2)."""
+    request, so its last NOTIFY carried local_cseq + 1.  A watcher-info,
+    dialog-info or reginfo document's version is, with us, its NOTIFY's
+    CSeq minus one; native counts versions on its own (the column holds
+    the last one sent), and the next version must exceed it (RFC 3857 5.2,
+    RFC 4235 4.1: a watcher discards a lower one)."""
     last = max(local_cseq, 0) + 1
-    if PACKAGES[event].watcher_info_of:
+    if PACKAGES[event].versioned:
         last = max(last, version + 1)
     return last
 
@@ -308,9 +311,10 @@ def _decision(row: dict, domain: str) -> ImportedDecision:
     """Our decision of a watchers row."""
     event = _text(row["event"])
     pkg = PACKAGES.get(event)
-    if pkg is None or pkg.authorization is not PackageAuthorization.RULES:
+    if pkg is None or pkg.authorization not in (PackageAuthorization.RULES,
+                                                 PackageAuthorization.DECISIONS):
         # Decisions are kept for the packages the `auth` setting governs
-        # (watcher information: winfo_auth decides).
+        # (watcher information: winfo_auth decides; reg: the AOR only).
         raise _Skip(f"decision for event {event!r}")
     presentity = _fits(parse_uri(_text(row["presentity_uri"])).aor, 255)
     watcher = _aor(_text(row["watcher_username"]), _text(row["watcher_domain"]))

@@ -74,6 +74,12 @@ class EventPackage:
     def publish_types(self) -> tuple[str, ...]:
         return self.documents.publish_types if self.documents else ()
 
+    @property
+    def versioned(self) -> bool:
+        """Whether its documents carry the subscription's own version (the
+        NOTIFY's CSeq minus one): watcher information, dialog, reg."""
+        return bool(self.watcher_info_of) or getattr(self.documents, "versioned", False)
+
     def sent_as(self, content_type: str) -> str:
         """The Content-Type a negotiated format is sent with."""
         return self.documents.sent_as(content_type) if self.documents else content_type

@@ -85,6 +85,7 @@ class RegDocuments:
     InvalidDocument = pidf.InvalidDocument
     TooLarge = pidf.DocumentTooLarge
     too_large = "Document Too Large"   # the 413's reason phrase
+    versioned = True    # version: the subscription's count of NOTIFYs
     empty_state = "the AOR in state init"   # what watchers see when nothing is published
 
     @staticmethod
