@@ -20,7 +20,8 @@ from test_import_native import (DB_ONLY, NATIVE_CFG, apply_native_tables, run_ad
 DIALOG_INFO = "application/dialog-info+xml"
 MWI = "application/simple-message-summary"
 NS = "urn:ietf:params:xml:ns:dialog-info"
-MODULES = 'loadmodule "presence_dialoginfo.so"\nloadmodule "presence_mwi.so"\n'
+MODULES = ('loadmodule "presence_dialoginfo.so"\nloadmodule "presence_mwi.so"\n'
+           'loadmodule "presence_reginfo.so"\n')
 
 
 def native_cfg(directory) -> str:
@@ -79,6 +80,16 @@ def test_native_dialog_without_publication_sends_no_body(native_ua):
 def test_native_mwi_without_publication_sends_no_body(native_ua):
     """Ours: Messages-Waiting: no (RFC 3842 3.8 wants a summary)."""
     r, d = native_ua.subscribe(f"sip:nobody{rand(5)}@127.0.0.1", event="message-summary")
+    assert r.status == 200
+    n = native_ua.wait_notify(d.call_id)
+    assert n.body == b""
+
+
+def test_native_reg_is_only_what_was_published(native_ua):
+    """Native presence_reginfo relays publications (pua_reginfo's): with
+    none, the NOTIFY has no body, and anyone may watch.  Ours: the
+    registrar's bindings, the AOR in state init, the AOR itself only."""
+    r, d = native_ua.subscribe(f"sip:nobody{rand(5)}@127.0.0.1", event="reg")
     assert r.status == 200
     n = native_ua.wait_notify(d.call_id)
     assert n.body == b""
