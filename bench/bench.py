@@ -6,6 +6,8 @@ Benchmarks (see bench/README.md):
   B1    new subscriptions to 500 presentities with published state
   B2    fan-out: 20 PUBLISH modifications to a presentity with 200 / 1000 watchers
   B3    publications: initial PUBLISH + refresh to new presentities
+  B4    BLF: B2 with Event: dialog, 200 watchers of one extension whose
+        dialog state changes by PUBLISH (native: presence_dialoginfo)
   FLAT  ours: B1 CPU per dialog with 1 000 and 100 000 stored subscriptions
 """
 
@@ -33,15 +35,16 @@ import sipp  # noqa: E402
 from kamailio import CONFIGS, Kamailio, StartFailed  # noqa: E402
 from mariadb import MariaDB  # noqa: E402
 
-BENCHMARKS = ("B0", "B1", "B2", "B3", "FLAT")
+BENCHMARKS = ("B0", "B1", "B2", "B3", "B4", "FLAT")
 TARGETS = ("ours", "native", "ceiling")
 # Which targets each benchmark runs against.
 APPLIES = {"B0": ("ceiling",), "B1": ("ours", "native"), "B2": ("ours", "native"),
-           "B3": ("ours", "native"), "FLAT": ("ours",)}
+           "B3": ("ours", "native"), "B4": ("ours", "native"), "FLAT": ("ours",)}
 SCENARIO = {"B0": "subscribe_stateless.xml", "B1": "subscribe.xml", "B3": "publish.xml"}
 PRESENTITIES = [f"pres{i}" for i in range(500)]
 FANOUT_WATCHERS = (200, 1000)
 FANOUT_STEPS = 20
+BLF_WATCHERS = (200,)
 FLAT_STORED = (1_000, 100_000)
 WARM_UP_CALLS, WARM_UP_RATE = 40, 20.0
 
@@ -218,12 +221,13 @@ class Bench:
 
     # -- B2: fan-out -----------------------------------------------------------
 
-    def fanout(self, target: str, outcome: dict) -> None:
-        for n in FANOUT_WATCHERS:
+    def fanout(self, target: str, outcome: dict, package: str = "presence") -> None:
+        bench, counts = ("B2", FANOUT_WATCHERS) if package == "presence" else ("B4", BLF_WATCHERS)
+        for n in counts:
             with self.server(target) as (k, cpu):
-                r = fanout.run(k.port, n, steps=FANOUT_STEPS,
+                r = fanout.run(k.port, n, package, steps=FANOUT_STEPS,
                                subscribe_rate=self.args.fanout_subscribe_rate, cpu=cpu)
-            log(f"[B2 {target}] {n} watchers: p50 {r.get('p50_ms')} ms, p99 {r.get('p99_ms')} ms, "
+            log(f"[{bench} {target}] {n} watchers: p50 {r.get('p50_ms')} ms, p99 {r.get('p99_ms')} ms, "
                 f"{r.get('notifies_per_s')} NOTIFY/s, CPU {r.get('cpu_per_1000')} s/1000, "
                 f"{r.get('notifies_received')} NOTIFYs for {r.get('notifies_expected')} expected, "
                 f"server UDP drops {r.get('server_udp_drops')}"
@@ -257,6 +261,8 @@ class Bench:
                 try:
                     if bench == "B2":
                         self.fanout(target, outcome)
+                    elif bench == "B4":
+                        self.fanout(target, outcome, package="dialog")
                     elif bench == "FLAT":
                         self.flatness(self.flat_rate(record), outcome)
                     else:

@@ -1,4 +1,7 @@
-"""B2 fan-out: one presentity, N watchers, 20 sequential modifications.
+"""B2 fan-out: one presentity, N watchers, 20 sequential modifications;
+B4 BLF: the same with Event: dialog (busy-lamp watchers of one extension,
+its dialog state changed by PUBLISH as a proxy running pua_dialoginfo
+does, a new dialog id per step).
 
 One UDP socket plays all N watchers (N dialogs: distinct Call-IDs and From
 tags, the same Contact) and the publisher.  Every NOTIFY is answered 200
@@ -7,7 +10,7 @@ the previous 200's SIP-ETag and a note `bench-step-K`) we measure the time
 from sending the PUBLISH until the last watcher received a NOTIFY carrying
 that note; NOTIFYs of older steps are answered and otherwise ignored.
 
-Standalone: python3 bench/fanout.py --port 35060 --watchers 200
+Standalone: python3 bench/fanout.py --port 35060 --watchers 200 [--package dialog]
 """
 
 from __future__ import annotations
@@ -28,10 +31,24 @@ RETRANSMIT_AFTER = 1.0
 MAX_TRIES = 5
 
 
+# What differs between the packages: (Event, Accept/Content-Type, what a
+# NOTIFY with a document holds, the body of step K, its marker).
+PACKAGES = {
+    "presence": ("presence", "application/pidf+xml", b"<presence",
+                 lambda k: sipmsg.pidf(PRESENTITY, f"bench-step-{k}"),
+                 lambda k: f">bench-step-{k}<".encode()),
+    "dialog": ("dialog", "application/dialog-info+xml", b"<dialog-info",
+               lambda k: sipmsg.dialog_info(PRESENTITY, f"bench-step-{k}",
+                                            "early" if k % 2 else "confirmed"),
+               lambda k: f'"bench-step-{k}"'.encode()),
+}
+
+
 class Fanout:
-    def __init__(self, port: int, watchers: int):
+    def __init__(self, port: int, watchers: int, package: str = "presence"):
         self.server = ("127.0.0.1", port)
         self.n = watchers
+        self.event, self.media, self.document, self.body_of, self.marker_of = PACKAGES[package]
         self.sock = sipmsg.udp_socket()
         self.local = self.sock.getsockname()
         self.nonce = secrets.token_hex(4)
@@ -91,7 +108,7 @@ class Fanout:
     def _on_notify(self, msg: sipmsg.Message) -> None:
         self.notifies += 1
         call_id = msg.call_id
-        if msg.body and b"<presence" in msg.body:
+        if msg.body and self.document in msg.body:
             self.subscribed.add(call_id)
         if self.marker and self.marker in msg.body and call_id not in self.marked:
             self.marked.add(call_id)
@@ -99,13 +116,14 @@ class Fanout:
 
     # -- publishing --------------------------------------------------------
 
-    def publish(self, note: str) -> bytes:
-        """Send a PUBLISH (a modification once we hold an entity-tag);
+    def publish(self, step: int) -> bytes:
+        """Send step's PUBLISH (a modification once we hold an entity-tag);
         returns it for retransmission."""
         self.pub_cseq += 1
         self.pub_reply = None
         msg = sipmsg.publish(PRESENTITY, self.local, self.pub_call_id, self.pub_cseq,
-                             sipmsg.pidf(PRESENTITY, note), etag=self.etag)
+                             self.body_of(step), etag=self.etag, event=self.event,
+                             content_type=self.media)
         self.sock.sendto(msg, self.server)
         return msg
 
@@ -139,7 +157,7 @@ class Fanout:
                 msg = sipmsg.request(
                     "SUBSCRIBE", PRESENTITY, self.local, call_id,
                     f"sip:watcher{sent}@127.0.0.1", f"w{sent}", PRESENTITY, 1,
-                    [f"Contact: {self.contact}", "Event: presence", "Accept: application/pidf+xml",
+                    [f"Contact: {self.contact}", f"Event: {self.event}", f"Accept: {self.media}",
                      "Expires: 600"])
                 self.sock.sendto(msg, self.server)
                 self.pending[call_id] = (msg, time.monotonic(), 1)
@@ -163,7 +181,7 @@ class Fanout:
             cpu: Callable[[], tuple[float, float]] | None = None) -> dict:
         result: dict = {"watchers": self.n, "steps": steps}
         drops = (ports.udp_drops(self.server[1]), ports.udp_drops(self.local[1]))
-        first = self.publish("bench-step-0")
+        first = self.publish(0)
         self._await_publish(first, time.monotonic() + 10)
         if not self._take_etag():
             result["error"] = f"initial PUBLISH: {self.pub_reply.first_line if self.pub_reply else 'no answer'}"
@@ -179,10 +197,10 @@ class Fanout:
         cpu_before = cpu() if cpu else None
         started = time.monotonic()
         for k in range(1, steps + 1):
-            self.marker = f">bench-step-{k}<".encode()
+            self.marker = self.marker_of(k)
             self.marked = set()
             sent_at = time.monotonic()
-            msg = self.publish(f"bench-step-{k}")
+            msg = self.publish(k)
             deadline = sent_at + step_timeout
             self._await_publish(msg, deadline)
             ok = self._take_etag()
@@ -226,8 +244,8 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def run(port: int, watchers: int, **kwargs) -> dict:
-    fanout = Fanout(port, watchers)
+def run(port: int, watchers: int, package: str = "presence", **kwargs) -> dict:
+    fanout = Fanout(port, watchers, package)
     try:
         return fanout.run(**kwargs)
     finally:
@@ -240,8 +258,9 @@ def main() -> None:
     parser.add_argument("--watchers", type=int, default=200)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--subscribe-rate", type=float, default=200.0)
+    parser.add_argument("--package", choices=sorted(PACKAGES), default="presence")
     args = parser.parse_args()
-    print(json.dumps(run(args.port, args.watchers, steps=args.steps,
+    print(json.dumps(run(args.port, args.watchers, args.package, steps=args.steps,
                          subscribe_rate=args.subscribe_rate), indent=2))
 
 

@@ -101,13 +101,23 @@ def pidf(entity: str, note: str, basic: str = "open") -> bytes:
             f'</presence>\n').encode()
 
 
+def dialog_info(entity: str, dialog_id: str, state: str = "confirmed") -> bytes:
+    """What a proxy running pua_dialoginfo publishes for one call."""
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="0"'
+            f' state="full" entity="{entity}">\n'
+            f'<dialog id="{dialog_id}" direction="recipient"><state>{state}</state></dialog>\n'
+            f'</dialog-info>\n').encode()
+
+
 def publish(uri: str, local: tuple[str, int], call_id: str, cseq: int, body: bytes | None,
-            etag: str | None = None, expires: int = 3600) -> bytes:
-    headers = ["Event: presence", f"Expires: {expires}"]
+            etag: str | None = None, expires: int = 3600, event: str = "presence",
+            content_type: str = "application/pidf+xml") -> bytes:
+    headers = [f"Event: {event}", f"Expires: {expires}"]
     if etag:
         headers.append(f"SIP-If-Match: {etag}")
     if body:
-        headers.append("Content-Type: application/pidf+xml")
+        headers.append(f"Content-Type: {content_type}")
     return request("PUBLISH", uri, local, call_id, uri, "pub", uri, cseq, headers, body or b"")
 
 
