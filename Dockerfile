@@ -18,8 +18,8 @@ COPY . .
 # schema upgraded; Kamailio in the foreground on the container's address.
 # Set PA_SKIP_INSTALL= (empty) to have it start the image's own MariaDB.
 # .ci/run inside the image runs the test suite only (no Docker in Docker).
-# Kamailio's memory (bin/pa-run passes them as -m and -M): size shared
+# Kamailio's memory (bin/pa-run passes them as -m, -M and -x): size shared
 # memory for your load, see the README, "Memory".
-ENV PA_SKIP_INSTALL=1 PA_CI_IN_CONTAINER=1 PA_SHM_MB=256 PA_PKG_MB=16
+ENV PA_SKIP_INSTALL=1 PA_CI_IN_CONTAINER=1 PA_SHM_MB=256 PA_PKG_MB=16 PA_ALLOCATOR=tlsf
 EXPOSE 5060/udp 5060/tcp
 CMD ["sh", "-c", "PA_LISTEN=${PA_LISTEN:-$(hostname -i | cut -d' ' -f1):5060} exec bin/pa-run"]

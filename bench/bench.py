@@ -78,6 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--innodb-flush-log-at-trx-commit", type=int, choices=(0, 1, 2), default=None,
                    help="MariaDB durability (default: the server's, 1)")
     p.add_argument("--shm", type=int, default=256, help="Kamailio shared memory, MB (default 256)")
+    p.add_argument("--allocator", choices=("qm", "fm", "tlsf"), default="tlsf",
+                   help="Kamailio's memory manager (-x), every target (default tlsf, as bin/pa-run)")
     args = p.parse_args(argv)
     args.only = _choose(args.only, BENCHMARKS, "--only")
     args.targets = _choose(args.targets, TARGETS, "--targets")
@@ -125,7 +127,8 @@ class Bench:
         if stored:
             with self.db.connect() as conn:
                 seed.store_subscriptions(conn, stored, port)
-        k = Kamailio(target, port, self.db.url(), self.args.children, self.args.shm)
+        k = Kamailio(target, port, self.db.url(), self.args.children, self.args.shm,
+                     self.args.allocator or "")
         failed = True
         try:
             k.start()

@@ -39,8 +39,10 @@ class StartFailed(RuntimeError):
 
 
 class Kamailio:
-    def __init__(self, target: str, port: int, db_url: str, children: int, shm_mb: int):
+    def __init__(self, target: str, port: int, db_url: str, children: int, shm_mb: int,
+                 allocator: str = ""):
         self.target = target
+        self.allocator = allocator
         self.port = port
         self.db_url = db_url
         self.children = children
@@ -66,8 +68,11 @@ class Kamailio:
     def command(self) -> list[str]:
         # -m: the same shared memory for every target, large enough that
         # native's in-memory subscriptions never run out at high rates.
+        # -x: the same memory manager for every target (Kamailio's default,
+        # qm, when not given).
+        allocator = ["-x", self.allocator] if self.allocator else []
         return [KAMAILIO, "-f", CONFIGS[self.target], "-DD", "-E", "-m", str(self.shm_mb),
-                "-Y", self.dir, "-w", self.dir]
+                *allocator, "-Y", self.dir, "-w", self.dir]
 
     def start(self, timeout: float = 30.0) -> None:
         self.proc = procs.spawn(self.command(), self.log_path, env=self.env(), cwd=self.dir)

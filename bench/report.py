@@ -242,7 +242,7 @@ def markdown(results: dict, summary: dict, chart_note: str | None) -> str:
         f"- {repeats} repetition(s){' (--quick)' if s['quick'] else ''}; rate steps of {s['duration']:g} s, "
         f"tail {s['tail']:g} s; search from {s['start_rate']:g}/s growing x{s['factor']:g}, "
         f"{s['bisections']} bisection(s)",
-        f"- Kamailio: {s['children']} workers per transport (UDP and TCP), {s['shm']} MB shared memory",
+        f"- Kamailio: {s['children']} workers per transport (UDP and TCP), {s['shm']} MB shared memory, memory manager {s.get('allocator') or 'qm (default)'}",
         f"- MariaDB: `{' '.join(results.get('mariadb', {}).get('flags', []))}`",
         "",
         "## Results",

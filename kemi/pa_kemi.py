@@ -121,6 +121,11 @@ def _entry(failure_code=None):
                     except Exception:
                         pass
                 return 1
+            finally:
+                try:
+                    self.stats.flush()
+                except Exception:
+                    log.exception("statistics not updated")
         return run
     return wrap
 
@@ -197,6 +202,9 @@ class _Statistics:
 
     def __init__(self):
         self._enabled = None
+        # Counts gathered during one call from Kamailio, added at its end:
+        # a fan-out to 200 watchers is one crossing into Kamailio, not 200.
+        self._pending = {}
 
     @property
     def enabled(self) -> bool:
@@ -209,8 +217,21 @@ class _Statistics:
         return self._enabled
 
     def add(self, name, n=1):
+        """Count now (outside a call from Kamailio, or for what must be
+        seen at once)."""
         if self.enabled:
             KSR.statistics.update_stat(name, n)
+
+    def later(self, name, n=1):
+        """Count at the end of the current call from Kamailio (flush)."""
+        self._pending[name] = self._pending.get(name, 0) + n
+
+    def flush(self):
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            if self.enabled:
+                for name, n in pending.items():
+                    KSR.statistics.update_stat(name, n)
 
     def request(self, method, code, started_ns):
         if self.enabled:
@@ -333,12 +354,12 @@ class PresenceAgentKemi:
         code = int(code)
         if code < 200 or KSR.tm.t_check_trans() < 0:
             return 1
-        self.stats.add(metrics.notify_answer(code))
         # Our NOTIFY's From tag is our tag, its To tag the watcher's.
         tags = "%s %s" % (from_tag, to_tag)
         if code < 300 and self._answers_queue() and \
                 KSR.mqueue.mq_add(ANSWERS, "%s %s" % (cseq, call_id), tags) > 0:
-            return 1
+            return 1    # counted with its batch (on_answers)
+        self.stats.later(metrics.notify_answer(code))
         dialog = (call_id, *tags.split(" "))
         for notify in self.agent.handle_notify_reply(dialog, int(cseq), code):
             self._send_notify(notify)
@@ -365,6 +386,7 @@ class PresenceAgentKemi:
             local_tag, remote_tag = KSR.pv.get("$mqv(%s)" % ANSWERS).split(" ")
             answers.append(((call_id, local_tag, remote_tag), int(cseq)))
         if answers:
+            self.stats.later(metrics.NOTIFY_OK, len(answers))
             for notify in self.agent.handle_notify_answers(answers):
                 self._send_notify(notify)
         return 1
@@ -430,7 +452,7 @@ class PresenceAgentKemi:
         # Too large for UDP: over TCP, or not at all (transport.fit logs it).
         fitted = transport.fit(notify, self.settings.notify_udp_mtu)
         if fitted is None:
-            self.stats.add(metrics.NOTIFY_NOT_SENT)
+            self.stats.later(metrics.NOTIFY_NOT_SENT)
             # Nothing will answer it: its wait ends as an answer 513
             # (Message Too Large) would end it, and the subscription stays.
             for newer in self.agent.handle_notify_reply(notify.dialog, notify.cseq, 513):
@@ -441,13 +463,13 @@ class PresenceAgentKemi:
         ruri, nexthop = self._registered_route(notify)
         rc = KSR.tm.t_uac_send("NOTIFY", ruri, nexthop, socket, notify.headers, notify.body)
         if rc < 0:
-            self.stats.add(metrics.NOTIFY_NOT_SENT)
+            self.stats.later(metrics.NOTIFY_NOT_SENT)
             log.warning("NOTIFY to %s (call-id=%s cseq=%d) could not be sent; the subscription"
                         " ends", notify.ruri, notify.call_id, notify.cseq)
             for final in self.agent.handle_notify_unsendable(notify.dialog, notify.cseq):
                 self._send_notify(final)
             return
-        self.stats.add(metrics.NOTIFY_SENT)
+        self.stats.later(metrics.NOTIFY_SENT)
 
     def _registered_route(self, notify, table="location"):
         """Request-URI and next hop of a NOTIFY: where its dialog says, or,

@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..records import DocumentKey, Recomposed, StoredDocument, StoredPublication
 from .common import body_of, select_document, select_watched
-from .db import Database, Result, Session, Statement
+from .db import Database, Result, Session, Statement, placeholders
 
 # compose(live publications, the current document or None) -> new document.
 Compose = Callable[[list[StoredPublication], "bytes | None"], bytes]
@@ -55,10 +55,27 @@ def recompose(s: Session, key: DocumentKey, now: int, compose: Compose,
                    current.rows[0][0] if current.rows else None)
     changed = not current.rows or current.rows[0][0] != body
     if changed:
-        s.batch(("UPDATE pa_document SET body = %s, version = version + 1, updated_at = %s"
-                 " WHERE presentity = %s AND presence_domain = %s AND event = %s",
-                 (body, now, *key)), commit=last)
+        s.batch(_update_document(key, body, now), commit=last)
     return Recomposed(changed, bool(watched.rows[0][0])), done
+
+
+def _update_document(key: DocumentKey, body: bytes, now: int) -> Statement:
+    return ("UPDATE pa_document SET body = %s, version = version + 1, updated_at = %s"
+            " WHERE presentity = %s AND presence_domain = %s AND event = %s",
+            (body, now, *key))
+
+
+def _displaced(rows, new_id: int, source: str, max_publications: int) -> tuple[set, set]:
+    """Of a presentity's publications (rows of id, origin, source, parts,
+    expires_at, updated_at), the ids a new publication (`new_id`, from
+    `source`) displaces: the earlier PUBLISH-made ones of the same source
+    (superseded), and beyond those, the PUBLISH-made ones refreshed least
+    recently that would make more than `max_publications` (evicted)."""
+    made = [row for row in rows if row[1] == "publish" and row[0] != new_id]
+    superseded = {row[0] for row in made if source and row[2] == source}
+    others = sorted((row for row in made if row[0] not in superseded),
+                    key=lambda row: (row[5], row[0]), reverse=True)
+    return superseded, {row[0] for row in others[max(0, max_publications - 1):]}
 
 
 class Documents:
@@ -80,28 +97,36 @@ class Documents:
         """Store a new publication; it supersedes the earlier ones of the
         same source, and evicts the PUBLISH-made publications refreshed
         least recently beyond `max_publications`.  Returns the outcome and
-        how many were evicted."""
-        statements = [_lock_document(key, now)]
-        if source:
-            statements.append(("DELETE FROM pa_publication WHERE presentity = %s"
-                               " AND presence_domain = %s AND event = %s AND source = %s"
-                               " AND origin = 'publish'", (*key, source)))
-        # The derived table is materialised (it has a LIMIT), which is what
-        # lets a DELETE read the table it deletes from.
-        statements.append((
-            "DELETE FROM pa_publication WHERE id IN (SELECT id FROM ("
-            "SELECT id FROM pa_publication WHERE presentity = %s AND presence_domain = %s"
-            " AND event = %s AND origin = 'publish' ORDER BY updated_at DESC, id DESC"
-            " LIMIT 18446744073709551615 OFFSET %s) AS evicted)", (*key, max_publications - 1)))
-        statements.append((
-            "INSERT INTO pa_publication (presentity, presence_domain, event, etag, source,"
-            " publisher, content_type, parts, expires_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (*key, etag, source, publisher, content_type, parts, expires_at, now)))
-
+        how many were evicted.  What goes is decided from the rows read to
+        compose anyway, so a PUBLISH that supersedes and evicts nothing (the
+        common case) is one round trip and the UPDATE of the document."""
         def work(s):
-            outcome, done = recompose(s, key, now, compose, statements)
-            return outcome, done[-2].rowcount
+            _, inserted, rows, current, watched = s.batch(
+                _lock_document(key, now),
+                ("INSERT INTO pa_publication (presentity, presence_domain, event, etag, source,"
+                 " publisher, content_type, parts, expires_at, updated_at)"
+                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                 (*key, etag, source, publisher, content_type, parts, expires_at, now)),
+                ("SELECT id, origin, source, parts, expires_at, updated_at FROM pa_publication"
+                 " WHERE presentity = %s AND presence_domain = %s AND event = %s ORDER BY id",
+                 tuple(key)),
+                select_document(key), select_watched(key))
+            superseded, evicted = _displaced(rows.rows, inserted.lastrowid, source,
+                                             max_publications)
+            gone = superseded | evicted
+            body = compose([StoredPublication(origin, src, doc)
+                            for pub_id, origin, src, doc, expiry, _ in rows.rows
+                            if expiry > now and pub_id not in gone])
+            changed = not current.rows or current.rows[0][0] != body
+            statements = []
+            if gone:
+                statements.append(("DELETE FROM pa_publication WHERE id IN ("
+                                   + placeholders(len(gone)) + ")", sorted(gone)))
+            if changed:
+                statements.append(_update_document(key, body, now))
+            if statements:
+                s.batch(*statements, commit=True)
+            return Recomposed(changed, bool(watched.rows[0][0])), len(evicted)
         return self.db.transaction(work)
 
     def modify(self, key: DocumentKey, etag: str, new_etag: str, content_type: str,

@@ -113,11 +113,12 @@ class Notifications:
         args = [k[0] for k in keys] + [v for k in keys for v in k]
 
         def work(s):
-            _, dirty = s.batch(
-                ("UPDATE pa_subscription SET notify_deadline = 0, notify_retry = 0"
-                 + where + "0", args),
-                ("SELECT id, local_cseq FROM pa_subscription" + where + "1", args))
-            return [tuple(row) for row in dirty.rows]
+            settled = s.execute("UPDATE pa_subscription SET notify_deadline = 0,"
+                                " notify_retry = 0" + where + "0", args)
+            if settled == len(set(keys)):
+                return []   # none changed meanwhile: the common case, one statement
+            s.execute("SELECT id, local_cseq FROM pa_subscription" + where + "1", args)
+            return [tuple(row) for row in s.fetchall()]
         return self.db.run(work)
 
     def drop_answered(self, dialog: tuple[str, str, str], cseq: int) -> Subscription | None:

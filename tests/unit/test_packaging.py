@@ -70,7 +70,9 @@ def test_kamailio_starts_with_sized_memory():
     flight lives in shared memory."""
     run = read("bin", "pa-run")
     [command] = [line for line in run.splitlines() if line.startswith("kamailio ")]
-    assert command.endswith('-m "$shm_mb" -M "$pkg_mb"')
+    assert command.endswith('-m "$shm_mb" -M "$pkg_mb" -x "$allocator"')
     assert "shm_mb=${PA_SHM_MB:-256}" in run and "pkg_mb=${PA_PKG_MB:-16}" in run
+    # TLSF, not Debian's default debugging allocator (qm).
+    assert "allocator=${PA_ALLOCATOR:-tlsf}" in run
     assert "exec bin/pa-run" in read("Dockerfile")
-    assert "PA_SHM_MB=256 PA_PKG_MB=16" in read("Dockerfile")
+    assert "PA_SHM_MB=256 PA_PKG_MB=16 PA_ALLOCATOR=tlsf" in read("Dockerfile")
