@@ -114,9 +114,10 @@ class Documents:
             superseded, evicted = _displaced(rows.rows, inserted.lastrowid, source,
                                              max_publications)
             gone = superseded | evicted
-            body = compose([StoredPublication(origin, src, doc)
-                            for pub_id, origin, src, doc, expiry, _ in rows.rows
-                            if expiry > now and pub_id not in gone])
+            body = compose([StoredPublication(origin, src, doc, updated)
+                            for pub_id, origin, src, doc, expiry, updated in rows.rows
+                            if expiry > now and pub_id not in gone],
+                           current.rows[0][0] if current.rows else None)
             changed = not current.rows or current.rows[0][0] != body
             statements = []
             if gone:
