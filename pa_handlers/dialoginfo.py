@@ -27,6 +27,7 @@ from lxml import etree
 
 from . import pidf, xmlsafe
 from .config import Settings
+from .package_documents import SingleFormatDocuments
 from .records import StoredPublication, Subscription
 
 log = logging.getLogger("pa.compositor")
@@ -99,19 +100,12 @@ def _terminated(previous: bytes | None) -> set[str]:
     return {d[0] for d in json.loads(previous) if d[1] == "terminated"}
 
 
-class DialogDocuments:
+class DialogDocuments(SingleFormatDocuments):
     kind = "dialog-info"
-    formats = (DIALOG_INFO,)
-    publish_types = (DIALOG_INFO,)
-    InvalidDocument = pidf.InvalidDocument
-    TooLarge = pidf.DocumentTooLarge
-    too_large = "Dialog Document Too Large"   # the 413's reason phrase
-    versioned = True    # version: the subscription's count of NOTIFYs
-    empty_state = "a dialog-info without dialogs"   # what watchers see when nothing is published
-
-    @staticmethod
-    def sent_as(content_type: str) -> str:
-        return content_type
+    formats = publish_types = (DIALOG_INFO,)
+    too_large = "Dialog Document Too Large"
+    versioned = True
+    empty_state = "a dialog-info without dialogs"
 
     @staticmethod
     def parse(body: bytes, settings: Settings) -> bytes:

@@ -20,6 +20,7 @@ import re
 
 from . import pidf
 from .config import Settings
+from .package_documents import SingleFormatDocuments
 from .records import StoredPublication, Subscription
 
 SIMPLE_MESSAGE_SUMMARY = "application/simple-message-summary"
@@ -57,18 +58,11 @@ def parse_summary(body: bytes, max_bytes: int) -> str:
     return "".join(line.strip() + "\r\n" for line in summary)
 
 
-class MessageSummaryDocuments:
+class MessageSummaryDocuments(SingleFormatDocuments):
     kind = "simple-message-summary"
-    formats = (SIMPLE_MESSAGE_SUMMARY,)
-    publish_types = (SIMPLE_MESSAGE_SUMMARY,)
-    InvalidDocument = pidf.InvalidDocument
-    TooLarge = pidf.DocumentTooLarge
-    too_large = "Summary Too Large"   # the 413's reason phrase
-    empty_state = "Messages-Waiting: no"   # what watchers see when nothing is published
-
-    @staticmethod
-    def sent_as(content_type: str) -> str:
-        return content_type
+    formats = publish_types = (SIMPLE_MESSAGE_SUMMARY,)
+    too_large = "Summary Too Large"
+    empty_state = "Messages-Waiting: no"
 
     @staticmethod
     def parse(body: bytes, settings: Settings) -> bytes:

@@ -78,7 +78,7 @@ class EventPackage:
     def versioned(self) -> bool:
         """Whether its documents carry the subscription's own version (the
         NOTIFY's CSeq minus one): watcher information, dialog, reg."""
-        return bool(self.watcher_info_of) or getattr(self.documents, "versioned", False)
+        return bool(self.watcher_info_of) or bool(self.documents and self.documents.versioned)
 
     def sent_as(self, content_type: str) -> str:
         """The Content-Type a negotiated format is sent with."""

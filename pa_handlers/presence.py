@@ -24,7 +24,8 @@ class PresenceDocuments:
     InvalidDocument = pidf.InvalidDocument
     TooLarge = pidf.DocumentTooLarge
     too_large = "Presence Document Too Large"   # the 413's reason phrase
-    empty_state = "one closed tuple"   # what watchers see when nothing is published
+    versioned = False
+    empty_state = "one closed tuple"   # what watchers see when nothing is published (pa-admin)
 
     @staticmethod
     def sent_as(content_type: str) -> str:

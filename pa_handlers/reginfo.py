@@ -23,6 +23,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from . import pidf
 from .config import Settings
+from .package_documents import SingleFormatDocuments
 from .records import StoredPublication, Subscription
 
 REGINFO = "application/reginfo+xml"
@@ -78,19 +79,11 @@ def _registration_id(aor: str) -> str:
     return "r" + hashlib.sha1(aor.encode()).hexdigest()[:16]
 
 
-class RegDocuments:
+class RegDocuments(SingleFormatDocuments):
     kind = "reginfo"
-    formats = (REGINFO,)
-    publish_types: tuple[str, ...] = ()      # the registrar's state only
-    InvalidDocument = pidf.InvalidDocument
-    TooLarge = pidf.DocumentTooLarge
-    too_large = "Document Too Large"   # the 413's reason phrase
-    versioned = True    # version: the subscription's count of NOTIFYs
-    empty_state = "the AOR in state init"   # what watchers see when nothing is published
-
-    @staticmethod
-    def sent_as(content_type: str) -> str:
-        return content_type
+    formats = (REGINFO,)          # published by nobody: the registrar's state only
+    versioned = True
+    empty_state = "the AOR in state init"
 
     @staticmethod
     def parse(body: bytes, settings: Settings) -> bytes:

@@ -75,3 +75,17 @@ def wait_answered(database, call_id: str, timeout: float = 5.0) -> None:
     would otherwise come with the next, coalesced)."""
     wait_until(lambda: database.query("SELECT notify_deadline FROM pa_subscription"
                                       " WHERE call_id = %s", (call_id,)) == [(0,)], timeout)
+
+
+def publish_event(ua, presentity, event, content_type, body=b"", *, etag=None, expires=None,
+                  headers=()):
+    """A PUBLISH of `event` (RFC 3903): initial with a body, a refresh
+    (etag, no body), a modification (both) or a removal (expires 0)."""
+    hdrs = [("Event", event)]
+    if etag:
+        hdrs.append(("SIP-If-Match", etag))
+    if expires is not None:
+        hdrs.append(("Expires", str(expires)))
+    if body:
+        hdrs.append(("Content-Type", content_type))
+    return ua.request("PUBLISH", presentity, hdrs + list(headers), body)

@@ -10,7 +10,7 @@ from lxml import etree
 
 from conftest import settings
 from harness import Kamailio
-from helpers import wait_answered
+from helpers import publish_event, wait_answered
 from sipua import SipUA
 
 DIALOG_INFO = "application/dialog-info+xml"
@@ -26,15 +26,8 @@ def dialog_info(presentity, *dialogs, version=0, state="full"):
             f' state="{state}" entity="{presentity}">{inner}</dialog-info>').encode()
 
 
-def publish(ua, presentity, body=b"", *, etag=None, expires=None, headers=()):
-    hdrs = [("Event", "dialog")]
-    if etag:
-        hdrs.append(("SIP-If-Match", etag))
-    if expires is not None:
-        hdrs.append(("Expires", str(expires)))
-    if body:
-        hdrs.append(("Content-Type", DIALOG_INFO))
-    return ua.request("PUBLISH", presentity, hdrs + list(headers), body)
+def publish(ua, presentity, body=b"", **kw):
+    return publish_event(ua, presentity, "dialog", DIALOG_INFO, body, **kw)
 
 
 def parsed(notify):

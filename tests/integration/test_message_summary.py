@@ -7,22 +7,15 @@ import time
 
 import pytest
 
-from helpers import wait_answered
+from helpers import publish_event, wait_answered
 from sipua import SipUA
 
 MWI = "application/simple-message-summary"
 NOT_WAITING = b"Messages-Waiting: no\r\n"
 
 
-def publish(ua, mailbox, body=b"", *, etag=None, expires=None):
-    hdrs = [("Event", "message-summary")]
-    if etag:
-        hdrs.append(("SIP-If-Match", etag))
-    if expires is not None:
-        hdrs.append(("Expires", str(expires)))
-    if body:
-        hdrs.append(("Content-Type", MWI))
-    return ua.request("PUBLISH", mailbox, hdrs, body)
+def publish(ua, mailbox, body=b"", **kw):
+    return publish_event(ua, mailbox, "message-summary", MWI, body, **kw)
 
 
 @pytest.fixture
