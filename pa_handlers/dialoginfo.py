@@ -10,9 +10,10 @@ same id (forked calls and several early dialogs keep their own ids).  A
 dialog published as terminated is shown once: the document composed next
 leaves it out, so a terminated dialog never lingers in the lamps.
 
-Every NOTIFY carries full state (RFC 4235 4.1 `state="full"`): our NOTIFYs
-coalesce while one is in flight (RFC 6665), so a watcher may never see the
-document a partial one would build on; a full document is always right.
+The first NOTIFY of a subscription, and every one a SUBSCRIBE triggers,
+carries full state; a NOTIFY that tells a change carries the dialogs
+changed (or gone: as terminated) since the document the watcher
+acknowledged (partial_state.py; full when that cannot be known).
 `version` counts the subscription's NOTIFYs from 0 (the NOTIFY's CSeq
 minus one), so every watcher has its own, rising by one per NOTIFY.
 """
@@ -25,7 +26,7 @@ from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
-from . import pidf, xmlsafe
+from . import partial_state, pidf, xmlsafe
 from .config import Settings
 from .package_documents import SingleFormatDocuments
 from .records import StoredPublication, Subscription
@@ -86,18 +87,22 @@ def parse_dialogs(body: bytes, max_dialogs: int, max_bytes: int) -> list[list[st
     return list(dialogs.values())
 
 
-def _document(entity: str, version: int, dialogs: list[str]) -> str:
+def _document(entity: str, version: int, dialogs: list[str], state: str = "full") -> str:
     head = (f'<?xml version="1.0" encoding="UTF-8"?>\n<dialog-info xmlns="{NS}"'
-            f' version="{version}" state="full" entity={quoteattr(entity)}')
+            f' version="{version}" state="{state}" entity={quoteattr(entity)}')
     if not dialogs:
         return head + "/>\n"
     return head + ">" + "".join(dialogs) + "</dialog-info>\n"
 
 
-def _terminated(previous: bytes | None) -> set[str]:
-    if not previous:
-        return set()
-    return {d[0] for d in json.loads(previous) if d[1] == "terminated"}
+def _ended(dialog_id: str, content: list) -> tuple[list, bool]:
+    """A dialog that left the document, as partial state tells it: as it
+    was when it had ended already, else terminated (its publication
+    expired or was removed)."""
+    if content[0] == "terminated":
+        return content, True
+    return ["terminated", f'<dialog xmlns="{NS}" id={quoteattr(dialog_id)}>'
+                          f'<state>terminated</state></dialog>'], False
 
 
 class DialogDocuments(SingleFormatDocuments):
@@ -115,11 +120,12 @@ class DialogDocuments(SingleFormatDocuments):
     @staticmethod
     def compose(presentity: str, stored: list[StoredPublication], settings: Settings,
                 refuse: bool, previous: bytes | None = None) -> bytes:
-        """The entity's dialogs (JSON, b"" for none): the union of the live
-        publications', without those the previous document already showed
-        terminated.  Over max_document_bytes, `refuse` raises TooLarge;
-        otherwise the last dialogs are left out."""
-        shown = _terminated(previous)
+        """The entity's dialogs (partial_state's form, b"" before any): the
+        union of the live publications', without those the previous
+        document already showed terminated.  Over max_document_bytes,
+        `refuse` raises TooLarge; otherwise the last dialogs are left out."""
+        shown = {i[0] for i in partial_state.State.loads(previous).items
+                 if i[1][0] == "terminated"}
         dialogs: dict[str, list[str]] = {}
         for publication in stored:
             for dialog in json.loads(publication.parts):
@@ -136,17 +142,25 @@ class DialogDocuments(SingleFormatDocuments):
                 size -= len(kept.pop()[2])
             log.warning("dialogs of %s over max_document_bytes (%d): %d left out",
                         presentity, limit, len(dialogs) - len(kept))
-        return json.dumps(kept).encode() if kept else b""
+        return partial_state.compose([(d[0], [d[1], d[2]]) for d in kept], previous, _ended)
 
     @staticmethod
     def view(sub: Subscription) -> tuple:
         # The version is the watcher's own: every body is its own.
-        return (sub.presentity, sub.local_cseq)
+        return ("dialog-info", sub.presentity, sub.local_cseq, sub.told_version)
 
     @staticmethod
-    def render(document: bytes | None, sub: Subscription) -> str:
-        dialogs = [d[2] for d in json.loads(document)] if document else []
-        return _document(pidf.entity(sub.presentity), max(sub.local_cseq - 1, 0), dialogs)
+    def render(document: bytes | None, sub: Subscription, partial: bool = False) -> str:
+        """Full state, or with `partial` (a NOTIFY that tells a change) the
+        dialogs changed or gone since the document the watcher
+        acknowledged (RFC 4235 4.1; a document without dialogs is full)."""
+        entity, version = pidf.entity(sub.presentity), max(sub.local_cseq - 1, 0)
+        state = partial_state.State.loads(document)
+        delta = state.delta(sub.told_version) if partial else None
+        if delta is None:
+            return _document(entity, version, [i[1][1] for i in state.items])
+        items, gone = delta
+        return _document(entity, version, [i[1][1] for i in items + gone], "partial")
 
 
 DIALOG_DOCUMENTS = DialogDocuments()

@@ -84,7 +84,7 @@ class MessageSummaryDocuments(SingleFormatDocuments):
         return ("summary", sub.presentity)
 
     @staticmethod
-    def render(document: bytes | None, sub: Subscription) -> str:
+    def render(document: bytes | None, sub: Subscription, partial: bool = False) -> str:
         return document.decode() if document else NOT_WAITING
 
 

@@ -199,12 +199,15 @@ class Notifier:
     # -- NOTIFY bodies --------------------------------------------------------
 
     def _notify(self, sub: Subscription, state: str, document: bytes | None,
-                bodies: dict | None = None, expired: bool = False) -> Notify:
+                bodies: dict | None = None, expired: bool = False,
+                partial: bool = False) -> Notify:
         """The NOTIFY with the subscription's whole state, CSeq local_cseq:
         a document package's document as this watcher may see it (each
         view rendered once per `bodies`), a watcher-information package's
         whole watcher list (but for the final NOTIFY of an `expired` one,
-        which RFC 6665 4.1.2.3 lets go without state)."""
+        which RFC 6665 4.1.2.3 lets go without state).  `partial`: a NOTIFY
+        that tells a change, which a package with partial state may send as
+        what changed since the watcher's last acknowledged document."""
         if sub.status != ACTIVE:
             return build_notify(sub, sub.local_cseq, state)
         pkg = package(sub.event)
@@ -215,7 +218,7 @@ class Notifier:
         view = pkg.documents.view(sub)
         bodies = {} if bodies is None else bodies
         if view not in bodies:
-            bodies[view] = pkg.documents.render(document, sub)
+            bodies[view] = pkg.documents.render(document, sub, partial)
         return build_notify(sub, sub.local_cseq, state, sub.content_type, bodies[view])
 
     def _winfo_full(self, sub: Subscription, pkg: EventPackage, state: str) -> Notify:
@@ -422,7 +425,7 @@ class Notifier:
         now = self.clock.now()
         bodies: dict = {}
         return [self._notify(sub, subscription_state(sub.status, sub.expires_at - now),
-                             document, bodies) for sub, document in changed]
+                             document, bodies, partial=True) for sub, document in changed]
 
     def _watcher_gone(self, sub: Subscription | None, why: str) -> list[Notify]:
         if sub is None:

@@ -65,7 +65,7 @@ class PresenceDocuments:
         return (sub.presentity, sub.content_type, sub.permissions)
 
     @staticmethod
-    def render(document: bytes | None, sub: Subscription) -> str:
+    def render(document: bytes | None, sub: Subscription, partial: bool = False) -> str:
         """The NOTIFY body: the document as this watcher may see it, in its
         format."""
         return pidf.render(document, sub.presentity, sub.content_type, sub.permissions)

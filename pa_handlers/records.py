@@ -63,6 +63,10 @@ class Subscription:
     permissions: int
     expires_at: int
     id: int | None = None
+    # The document versions of the NOTIFY in flight and of the one the
+    # watcher acknowledged last (partial state, sql/005).
+    sent_version: int = 0
+    told_version: int = 0
 
     @property
     def dialog(self) -> tuple[str, str, str]:

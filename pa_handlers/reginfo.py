@@ -11,8 +11,10 @@ interval, so that watchers see it leave, then goes.  The document has one
 <registration> for the AOR, active while a contact is, else init (never
 registered, or all gone: 4.7.1 forbids reporting terminated -> init).
 
-Every NOTIFY carries full state, with `version` the subscription's own
-count of NOTIFYs from 0 (as dialoginfo.py explains).
+The first NOTIFY, and every one a SUBSCRIBE triggers, carries full state;
+one that tells a change only the contacts changed or gone since the
+document the watcher acknowledged (RFC 3680 4.7.2, partial_state.py).
+`version` is the subscription's own count of NOTIFYs from 0.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import hashlib
 import json
 from xml.sax.saxutils import escape, quoteattr
 
-from . import pidf
+from . import partial_state, pidf
 from .config import Settings
 from .package_documents import SingleFormatDocuments
 from .records import StoredPublication, Subscription
@@ -74,6 +76,13 @@ def _contact_xml(c: dict) -> str:
     return f'<contact{attrs}><uri>{escape(c["uri"])}</uri></contact>'
 
 
+def _gone(contact_id: str, c: dict) -> tuple[dict, bool]:
+    """A contact that left the document, as partial state tells it."""
+    if c["state"] == TERMINATED:
+        return c, True
+    return {**c, "state": TERMINATED, "event": EXPIRED, "expires": 0}, False
+
+
 def _registration_id(aor: str) -> str:
     # The same in every NOTIFY of every subscription (5.1).
     return "r" + hashlib.sha1(aor.encode()).hexdigest()[:16]
@@ -92,25 +101,33 @@ class RegDocuments(SingleFormatDocuments):
     @staticmethod
     def compose(presentity: str, stored: list[StoredPublication], settings: Settings,
                 refuse: bool, previous: bytes | None = None) -> bytes:
-        """The AOR's contacts, as JSON in the order they were registered."""
+        """The AOR's contacts in the order they were registered
+        (partial_state's form, b"" before any)."""
         contacts = [json.loads(p.parts) for p in stored]
-        return json.dumps(contacts).encode() if contacts else b""
+        return partial_state.compose([(c["id"], c) for c in contacts], previous, _gone)
 
     @staticmethod
     def view(sub: Subscription) -> tuple:
-        return ("reginfo", sub.presentity, sub.local_cseq)
+        return ("reginfo", sub.presentity, sub.local_cseq, sub.told_version)
 
     @staticmethod
-    def render(document: bytes | None, sub: Subscription) -> str:
-        contacts = json.loads(document) if document else []
+    def render(document: bytes | None, sub: Subscription, partial: bool = False) -> str:
+        """Full state, or with `partial` (a NOTIFY that tells a change) the
+        contacts changed or gone since the document the watcher
+        acknowledged (RFC 3680 4.7.2)."""
+        state = partial_state.State.loads(document)
+        contacts = [i[1] for i in state.items]
+        delta = state.delta(sub.told_version) if partial else None
+        shown = contacts if delta is None else [i[1] for i in delta[0] + delta[1]]
         aor = pidf.entity(sub.presentity)
-        state = "active" if any(c["state"] == ACTIVE for c in contacts) else "init"
-        body = "".join(_contact_xml(c) for c in contacts)
+        registered = "active" if any(c["state"] == ACTIVE for c in contacts) else "init"
+        body = "".join(_contact_xml(c) for c in shown)
         registration = (f'<registration aor={quoteattr(aor)}'
-                        f' id="{_registration_id(aor)}" state="{state}"')
+                        f' id="{_registration_id(aor)}" state="{registered}"')
         registration += f">{body}</registration>" if body else "/>"
         return (f'<?xml version="1.0" encoding="UTF-8"?>\n<reginfo xmlns="{NS}"'
-                f' version="{max(sub.local_cseq - 1, 0)}" state="full">'
+                f' version="{max(sub.local_cseq - 1, 0)}"'
+                f' state="{"full" if delta is None else "partial"}">'
                 f"{registration}</reginfo>\n")
 
 

@@ -31,7 +31,7 @@ __all__ = ["SCHEMA_VERSION", "Admin", "Counts", "Database", "Decisions", "Docume
            "StoreUnavailable", "Subscriptions", "Tasks", "Xmpp", "warn_outage"]
 
 # The schema version this code needs (the newest file of sql/).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class Store:

@@ -9,7 +9,13 @@ from .db import Statement, placeholders
 SUB_COLS = ", ".join(COLUMNS)
 SUB_COLS_S = ", ".join("s." + c for c in COLUMNS)
 N_SUB = len(COLUMNS)
-INSERT_COLS = [c for c in COLUMNS if c != "id"]
+INSERT_COLS = [c for c in COLUMNS if c not in ("id", "sent_version", "told_version")]
+# The version of a subscription's document now (0: none), in an UPDATE of
+# pa_subscription: what a NOTIFY built after it carries at least.
+DOCUMENT_VERSION = ("COALESCE((SELECT d.version FROM pa_document d"
+                    " WHERE d.presentity = pa_subscription.presentity"
+                    " AND d.presence_domain = pa_subscription.presence_domain"
+                    " AND d.event = pa_subscription.event), 0)")
 DIALOG = "call_id = %s AND local_tag = %s AND remote_tag = %s"
 # FROM and WHERE of a subscription (s), found by its dialog, with its
 # presentity's document (d.body).

@@ -10,8 +10,8 @@ Only an answer to the NOTIFY in flight acts: any other changes nothing.
 from __future__ import annotations
 
 from ..records import DocumentKey, Notifying, Subscription
-from .common import (DIALOG, DIALOG_WITH_DOCUMENT, IN_CHUNK, N_SUB, SUB_COLS, SUB_COLS_S,
-                     body_of, documents_by_key, select_document, select_documents,
+from .common import (DIALOG, DIALOG_WITH_DOCUMENT, DOCUMENT_VERSION, IN_CHUNK, N_SUB, SUB_COLS,
+                     SUB_COLS_S, body_of, documents_by_key, select_document, select_documents,
                      subscription)
 from .db import Database, Statement, placeholders
 from .subscriptions import NOTIFY_OR_DIRTY
@@ -19,7 +19,10 @@ from .subscriptions import NOTIFY_OR_DIRTY
 # The answer to the NOTIFY in flight (CSeq, Call-ID and tags given): it is
 # no longer in flight, unless the subscription is dirty, in which case the
 # NOTIFY with the newest state takes its place (CSeq + 1, a new deadline).
-_SETTLE = ("UPDATE pa_subscription SET local_cseq = LAST_INSERT_ID(local_cseq + notify_dirty),"
+# A success makes the document it carried the one the watcher has.
+_SETTLE = ("UPDATE pa_subscription SET told_version = IF(%s IS NULL, sent_version, told_version),"
+           " sent_version = IF(notify_dirty, " + DOCUMENT_VERSION + ", sent_version),"
+           " local_cseq = LAST_INSERT_ID(local_cseq + notify_dirty),"
            " notify_deadline = IF(notify_dirty, %s, 0), notify_dirty = 0, notify_retry = 0,"
            " last_notify_code = COALESCE(%s, last_notify_code)"
            " WHERE " + DIALOG + " AND local_cseq = %s AND notify_deadline <> 0")
@@ -65,7 +68,7 @@ class Notifications:
         the dialog's key; the subscription and its document are read, in a
         second round trip, only when it changed meanwhile."""
         def work(s):
-            s.execute(_SETTLE, (deadline, failure, *dialog, cseq))
+            s.execute(_SETTLE, (failure, deadline, failure, *dialog, cseq))
             if s.rowcount != 1 or s.lastrowid != cseq + 1:
                 return None
             s.execute("SELECT " + SUB_COLS_S + ", d.body" + DIALOG_WITH_DOCUMENT
@@ -98,7 +101,9 @@ class Notifications:
             subs = [subscription(row) for row in s.fetchall()]
             if not subs:
                 return []
-            statements = _newest_state(subs, deadline, retry=0)
+            statements = _newest_state(subs, deadline, retry=0, acked=True)
+            for sub in subs:
+                sub.told_version = sub.sent_version
             results = s.batch(*statements, commit=True)
             return _with_documents(subs, results[1].rows if len(statements) > 1 else [])
         return self.db.transaction(work)
@@ -113,8 +118,8 @@ class Notifications:
         args = [k[0] for k in keys] + [v for k in keys for v in k]
 
         def work(s):
-            settled = s.execute("UPDATE pa_subscription SET notify_deadline = 0,"
-                                " notify_retry = 0" + where + "0", args)
+            settled = s.execute("UPDATE pa_subscription SET told_version = sent_version,"
+                                " notify_deadline = 0, notify_retry = 0" + where + "0", args)
             if settled == len(set(keys)):
                 return []   # none changed meanwhile: the common case, one statement
             s.execute("SELECT id, local_cseq FROM pa_subscription" + where + "1", args)
@@ -173,12 +178,15 @@ class Notifications:
         return self.db.transaction(work)
 
 
-def _newest_state(subs: list[Subscription], deadline: int, retry: int) -> list[Statement]:
+def _newest_state(subs: list[Subscription], deadline: int, retry: int,
+                  acked: bool = False) -> list[Statement]:
     """Statements (inside the caller's transaction, the rows locked) that
     give each subscription the CSeq of the NOTIFY with its newest state, in
     flight until `deadline`, and read the documents of the active ones; see
-    _with_documents."""
-    statements = [("UPDATE pa_subscription SET local_cseq = local_cseq + 1,"
+    _with_documents.  `acked`: the NOTIFY in flight was answered 2xx."""
+    statements = [("UPDATE pa_subscription SET "
+                   + ("told_version = sent_version, " if acked else "")
+                   + "sent_version = " + DOCUMENT_VERSION + ", local_cseq = local_cseq + 1,"
                    " notify_deadline = %s, notify_dirty = 0, notify_retry = %s"
                    " WHERE id IN (" + placeholders(len(subs)) + ")",
                    [deadline, retry] + [sub.id for sub in subs])]

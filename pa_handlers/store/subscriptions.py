@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..records import (DialogResult, DocumentKey, Notifying, Refreshed, Subscription)
-from .common import (DIALOG, DIALOG_WITH_DOCUMENT, INSERT_COLS, N_SUB, SUB_COLS, SUB_COLS_S,
+from .common import (DIALOG, DIALOG_WITH_DOCUMENT, DOCUMENT_VERSION, INSERT_COLS, N_SUB, SUB_COLS, SUB_COLS_S,
                      body_of, documents_by_key, select_document, select_documents,
                      select_watched, subscription)
 from .db import Database, placeholders
@@ -23,8 +23,10 @@ from .db import Database, placeholders
 # watcher and its presentity's event have fewer subscriptions than their
 # limits (both counts through an index).
 _INSERT_LIMITED = ("INSERT INTO pa_subscription (" + ", ".join(INSERT_COLS)
-                   + ", created_at, notify_deadline) SELECT "
+                   + ", created_at, notify_deadline, sent_version) SELECT "
                    + ", ".join(["%s"] * (len(INSERT_COLS) + 2))
+                   + ", COALESCE((SELECT version FROM pa_document WHERE presentity = %s"
+                   " AND presence_domain = %s AND event = %s), 0)"
                    + " FROM DUAL WHERE (SELECT COUNT(*) FROM pa_subscription WHERE watcher = %s) < %s"
                    " AND (SELECT COUNT(*) FROM pa_subscription WHERE presentity = %s"
                    " AND presence_domain = %s AND event = %s) < %s")
@@ -36,7 +38,8 @@ _INSERT_LIMITED = ("INSERT INTO pa_subscription (" + ", ".join(INSERT_COLS)
 # assigned after it, so it means the same whether the server assigns left
 # to right (MySQL's and MariaDB's default) or all at once
 # (SIMULTANEOUS_ASSIGNMENT).
-NOTIFY_OR_DIRTY = ("notify_dirty = (notify_deadline <> 0),"
+NOTIFY_OR_DIRTY = ("sent_version = IF(notify_deadline = 0, " + DOCUMENT_VERSION
+                   + ", sent_version), notify_dirty = (notify_deadline <> 0),"
                    " local_cseq = LAST_INSERT_ID(local_cseq + (notify_deadline = 0)),"
                    " notify_deadline = IF(notify_deadline = 0, %s, notify_deadline)")
 
@@ -60,7 +63,7 @@ class Subscriptions:
         can fall between this read and its fan-out."""
         key = sub.key
         statements = [(_INSERT_LIMITED, [getattr(sub, c) for c in INSERT_COLS]
-                       + [now, deadline, sub.watcher, limits[0], *key, limits[1]])]
+                       + [now, deadline, *key, sub.watcher, limits[0], *key, limits[1]])]
         statements += _document_and_watched(key, with_document, winfo_event)
 
         def work(s):
@@ -98,7 +101,8 @@ class Subscriptions:
         carries the newest document."""
         def work(s):
             update, select = s.batch(
-                ("UPDATE pa_subscription SET expires_at = %s,"
+                # A SUBSCRIBE-triggered NOTIFY carries full state (told 0).
+                ("UPDATE pa_subscription SET expires_at = %s, told_version = 0,"
                  " remote_target = COALESCE(%s, remote_target),"
                  " content_type = COALESCE(%s, content_type), remote_cseq = %s, "
                  + NOTIFY_OR_DIRTY +

@@ -30,8 +30,33 @@ def contacts(notify):
                   for c in registration(notify).findall(f"{{{NS}}}contact"))
 
 
-def shows(*expected):
-    return lambda n: contacts(n) == sorted(expected)
+def table(notifies):
+    """The watcher's view of the AOR's contacts after `notifies` (RFC 3680
+    5.2): a full document replaces it, a partial one (its version the last
+    one's plus one) changes the contacts it names."""
+    by_id, last = {}, None
+    for n in notifies:
+        root = doc(n)
+        version = int(root.get("version"))
+        if root.get("state") == "full":
+            by_id = {}
+        else:
+            assert last is not None and version == last + 1, (last, version)
+        for c in registration(n).findall(f"{{{NS}}}contact"):
+            by_id[c.get("id")] = (c.find(f"{{{NS}}}uri").text, c.get("state"), c.get("event"))
+        last = version
+    return sorted(by_id.values())
+
+
+def sees(ua, call_id, *expected, timeout=5.0):
+    """Wait until the watcher's view is `expected` (as the latest NOTIFY,
+    or a later one, leaves it); the NOTIFY that made it."""
+    def made(n):
+        notifies = ua.notifies(call_id)
+        upto = next(i for i, m in enumerate(notifies) if m is n)
+        return table(notifies[:upto + 1]) == sorted(expected)
+    return ua.wait_notify_until(call_id, made, timeout=timeout,
+                                after=max(len(ua.notifies(call_id)) - 1, 0))
 
 
 @pytest.fixture
@@ -57,7 +82,7 @@ def test_bindings_appear_refresh_and_leave(phone, kamailio):
     r, d = phone.subscribe(phone.aor, event="reg")
     phone.wait_notify(d.call_id)
     assert phone.register(expires=60, q="0.7").status == 200
-    n = phone.wait_notify_until(d.call_id, shows((phone.contact, "active", "registered")))
+    n = sees(phone, d.call_id, (phone.contact, "active", "registered"))
     reg = registration(n)
     assert reg.get("state") == "active"
     [c] = reg.findall(f"{{{NS}}}contact")
@@ -69,40 +94,43 @@ def test_bindings_appear_refresh_and_leave(phone, kamailio):
     other = SipUA(kamailio.address, user=phone.user)
     try:
         assert other.register(expires=60).status == 200
-        n = phone.wait_notify_until(d.call_id, shows((phone.contact, "active", "registered"),
-                                                     (other.contact, "active", "registered")))
+        n = sees(phone, d.call_id, (phone.contact, "active", "registered"),
+                                                     (other.contact, "active", "registered"))
         assert registration(n).get("id") == reg.get("id")
+        # Partial state: only the contact that changed (RFC 3680 4.7.2).
+        assert doc(n).get("state") == "partial"
+        assert contacts(n) == [(other.contact, "active", "registered")]
         # Registered again: refreshed, shorter: shortened.
         assert phone.register(expires=60).status == 200
-        phone.wait_notify_until(d.call_id, shows((phone.contact, "active", "refreshed"),
-                                                 (other.contact, "active", "registered")))
+        sees(phone, d.call_id, (phone.contact, "active", "refreshed"),
+                                                 (other.contact, "active", "registered"))
         assert phone.register(expires=30).status == 200
-        n = phone.wait_notify_until(d.call_id, shows((phone.contact, "active", "shortened"),
-                                                     (other.contact, "active", "registered")))
+        n = sees(phone, d.call_id, (phone.contact, "active", "shortened"),
+                                                     (other.contact, "active", "registered"))
         mine = [c for c in registration(n) if c.find(f"{{{NS}}}uri").text == phone.contact][0]
         assert mine.get("id") == first_id
         assert int(mine.get("expires")) <= 30
         # Unregistered: terminated once, then gone.
         assert other.register(expires=0).status == 200
-        phone.wait_notify_until(d.call_id, shows((phone.contact, "active", "shortened"),
-                                                 (other.contact, "terminated", "unregistered")))
-        phone.wait_notify_until(d.call_id, shows((phone.contact, "active", "shortened")),
-                                timeout=8)
+        sees(phone, d.call_id, (phone.contact, "active", "shortened"),
+                                                 (other.contact, "terminated", "unregistered"))
+        sees(phone, d.call_id, (phone.contact, "active", "shortened"), timeout=8)
     finally:
         other.close()
-    # Every NOTIFY is full state with the subscription's own version.
-    versions = [int(doc(m).get("version")) for m in phone.notifies(d.call_id)]
+    # The subscription's own versions; full state first, then partial.
+    notifies = phone.notifies(d.call_id)
+    versions = [int(doc(m).get("version")) for m in notifies]
     assert versions == list(range(len(versions)))
-    assert {doc(m).get("state") for m in phone.notifies(d.call_id)} == {"full"}
+    assert doc(notifies[0]).get("state") == "full"
+    assert "partial" in {doc(m).get("state") for m in notifies[1:]}
 
 
 def test_an_expired_binding_is_reported_expired(phone):
     r, d = phone.subscribe(phone.aor, event="reg")
     phone.wait_notify(d.call_id)
     assert phone.register(expires=3).status == 200   # the test registrar's min_expires
-    phone.wait_notify_until(d.call_id, shows((phone.contact, "active", "registered")))
-    n = phone.wait_notify_until(d.call_id, shows((phone.contact, "terminated", "expired")),
-                                timeout=20)
+    sees(phone, d.call_id, (phone.contact, "active", "registered"))
+    n = sees(phone, d.call_id, (phone.contact, "terminated", "expired"), timeout=20)
     assert registration(n).get("state") == "init"
 
 

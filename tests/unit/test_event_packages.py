@@ -1,12 +1,10 @@
 """The documents of dialog (RFC 4235), message-summary (RFC 3842) and reg
 (RFC 3680), and the registry's view of them, without Kamailio."""
 
-import json
-
 import pytest
 from lxml import etree
 
-from pa_handlers import dialoginfo, message_summary, packages, reginfo
+from pa_handlers import dialoginfo, message_summary, packages, partial_state, reginfo
 from pa_handlers.config import ConfigError, settings_from_mapping
 from pa_handlers.pidf import InvalidDocument
 from pa_handlers.records import StoredPublication, Subscription
@@ -30,6 +28,10 @@ def dialog_doc(*dialogs, root_attrs='version="0" state="full" entity="sip:bob@ex
     return f'<dialog-info xmlns="{NS}" {root_attrs}>{inner}</dialog-info>'.encode()
 
 
+def states(doc):
+    return [(i[0], i[1][0]) for i in partial_state.State.loads(doc).items]
+
+
 def pub(parts, updated_at=0):
     return StoredPublication("publish", "", parts, updated_at)
 
@@ -39,16 +41,19 @@ def test_dialogs_of_two_publishers_aggregate_by_id_the_later_winning():
     a = dialoginfo.DIALOG_DOCUMENTS.parse(dialog_doc(("d1", "early"), ("d2", "Trying")), s)
     b = dialoginfo.DIALOG_DOCUMENTS.parse(dialog_doc(("d1", "confirmed")), s)
     doc = dialoginfo.DIALOG_DOCUMENTS.compose("bob@example.com", [pub(a), pub(b)], s, True)
-    assert [(d[0], d[1]) for d in json.loads(doc)] == [("d2", "trying"), ("d1", "confirmed")]
+    assert states(doc) == [("d2", "trying"), ("d1", "confirmed")]
 
 
 def test_terminated_dialog_shown_once_then_dropped():
     s = settings()
     ended = dialoginfo.DIALOG_DOCUMENTS.parse(dialog_doc(("d1", "terminated")), s)
     first = dialoginfo.DIALOG_DOCUMENTS.compose("b@x", [pub(ended)], s, True, previous=b"")
-    assert [d[1] for d in json.loads(first)] == ["terminated"]
-    assert dialoginfo.DIALOG_DOCUMENTS.compose("b@x", [pub(ended)], s, True,
-                                               previous=first) == b""
+    assert states(first) == [("d1", "terminated")]
+    then = dialoginfo.DIALOG_DOCUMENTS.compose("b@x", [pub(ended)], s, True, previous=first)
+    assert states(then) == []
+    # Gone, as it ended, in the version it ended.
+    assert partial_state.State.loads(then).gone == [["d1", partial_state.State.loads(
+        first).items[0][1], 1]]
 
 
 def test_render_counts_versions_per_subscription_and_is_empty_but_valid():
@@ -85,9 +90,9 @@ def test_dialogs_over_the_document_limit_are_refused_or_left_out():
                                                          for i in range(30)]), settings())
     with pytest.raises(dialoginfo.DialogDocuments.TooLarge):
         dialoginfo.DIALOG_DOCUMENTS.compose("b@x", [pub(big)], s, True)
-    kept = json.loads(dialoginfo.DIALOG_DOCUMENTS.compose("b@x", [pub(big)], s, False))
-    assert 0 < len(kept) < 30
-    assert len(dialoginfo.DIALOG_DOCUMENTS.render(json.dumps(kept).encode(), sub())) <= 4096
+    kept = dialoginfo.DIALOG_DOCUMENTS.compose("b@x", [pub(big)], s, False)
+    assert 0 < len(states(kept)) < 30
+    assert len(dialoginfo.DIALOG_DOCUMENTS.render(kept, sub())) <= 4096
 
 
 @pytest.mark.parametrize("body, kept", [
@@ -155,3 +160,61 @@ def test_event_packages_setting():
         settings(event_packages=[])
     assert packages.allow_events(packages.publishable()) == \
         ("Allow-Events", "presence, dialog, message-summary")
+
+
+def told(cseq, version):
+    s = sub(cseq=cseq)
+    s.told_version = version
+    return s
+
+
+def test_partial_dialog_state_since_the_acknowledged_version():
+    s = settings()
+    docs = dialoginfo.DIALOG_DOCUMENTS
+
+    def publish(*dialogs, previous):
+        return docs.compose("bob@example.com", [pub(docs.parse(dialog_doc(*dialogs), s))], s,
+                            True, previous)
+    v1 = publish(("a", "early"), ("b", "confirmed"), previous=b"")
+    v2 = publish(("a", "confirmed"), ("b", "confirmed"), previous=v1)
+    v3 = publish(("b", "confirmed"), previous=v2)
+    assert publish(("b", "confirmed"), previous=v3) == v3      # no change, no new version
+
+    def shown(doc, sub, partial=True):
+        root = etree.fromstring(docs.render(doc, sub, partial).encode())
+        return root.get("state"), [(d.get("id"), d.find(f"{{{NS}}}state").text) for d in root]
+    # Acknowledged v1: a changed to confirmed (partial).
+    assert shown(v2, told(3, 1)) == ("partial", [("a", "confirmed")])
+    # Acknowledged v2: a is gone, shown terminated.
+    assert shown(v3, told(4, 2)) == ("partial", [("a", "terminated")])
+    # Acknowledged v1, coalesced: both steps at once.
+    assert shown(v3, told(4, 1)) == ("partial", [("a", "terminated")])
+    # Nothing acknowledged, already up to date, or a SUBSCRIBE's NOTIFY: full.
+    assert shown(v3, told(4, 0)) == ("full", [("b", "confirmed")])
+    assert shown(v3, told(4, 3)) == ("full", [("b", "confirmed")])
+    assert shown(v3, told(4, 2), partial=False) == ("full", [("b", "confirmed")])
+
+
+def test_departures_beyond_those_kept_mean_full_state():
+    state = b""
+    for n in range(partial_state.MAX_GONE + 3):
+        state = partial_state.compose([(f"i{n}", n)], state, lambda i, c: (c, False))
+    kept = partial_state.State.loads(state)
+    assert len(kept.gone) == partial_state.MAX_GONE
+    assert kept.delta(kept.horizon - 1) is None
+    assert kept.delta(kept.horizon) is not None
+
+
+def test_partial_reginfo():
+    c1 = reginfo.contact("c1", "sip:a@192.0.2.1", reginfo.ACTIVE, reginfo.REGISTERED, 60,
+                         None, "x", 1, 100)
+    c2 = reginfo.contact("c2", "sip:a@192.0.2.2", reginfo.ACTIVE, reginfo.REGISTERED, 60,
+                         None, "y", 1, 100)
+    docs = reginfo.REG_DOCUMENTS
+    v1 = docs.compose("a@x", [pub(c1)], settings(), False, b"")
+    v2 = docs.compose("a@x", [pub(c1), pub(c2)], settings(), False, v1)
+    root = etree.fromstring(docs.render(v2, told(3, 1), True).encode())
+    assert root.get("state") == "partial"
+    assert [c.get("id") for c in root[0]] == ["c2"] and root[0].get("state") == "active"
+    root = etree.fromstring(docs.render(v2, told(3, 1)).encode())
+    assert root.get("state") == "full" and len(root[0]) == 2
