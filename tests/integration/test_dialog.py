@@ -229,7 +229,8 @@ def test_unsubscribe_gets_final_notify_with_full_state(ua, presentity, blf):
     sees(ua, blf.call_id, ("u1", "early"))
     assert ua.resubscribe(blf, 0).status == 200
     n = ua.wait_notify_until(blf.call_id, lambda m: m.subscription_state()[0] == "terminated")
-    assert dialogs(n) == [("u1", "early")]
+    # SUBSCRIBE-triggered: full state (RFC 4235 3.7).
+    assert (parsed(n).get("state"), dialogs(n)) == ("full", [("u1", "early")])
 
 
 def test_state_survives_a_restart_and_reaches_watchers_of_another_node(
@@ -257,7 +258,7 @@ def test_state_survives_a_restart_and_reaches_watchers_of_another_node(
         assert watcher.resubscribe(d, 600).status == 200
         n = watcher.wait_notify_until(d.call_id, lambda m: parsed(m).get("version") ==
                                       str(len(versions)))
-        assert dialogs(n) == [("n1", "confirmed")]
+        assert (parsed(n).get("state"), dialogs(n)) == ("full", [("n1", "confirmed")])
     finally:
         watcher.close()
         publisher.close()
