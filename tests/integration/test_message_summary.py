@@ -120,3 +120,22 @@ def test_other_content_type_gets_415(ua, presentity):
                                            ("Content-Type", "text/plain")], NOT_WAITING)
     assert r.status == 415
     assert r.get("accept") == MWI
+
+
+def test_expiry_unsubscribe_and_fetch(ua, presentity, mwi):
+    yes = b"Messages-Waiting: yes\r\nVoice-Message: 1/0\r\n"
+    assert publish(ua, presentity, yes, expires=2).status == 200
+    ua.wait_notify_until(mwi.call_id, body_is(yes))
+    # The publication expires: back to no.
+    ua.wait_notify_until(mwi.call_id, body_is(NOT_WAITING), timeout=8)
+    assert publish(ua, presentity, yes).status == 200
+    ua.wait_notify_until(mwi.call_id, body_is(yes))
+    # A fetch: one NOTIFY with the summary, terminated.
+    r, d = ua.subscribe(presentity, event="message-summary", expires=0)
+    assert r.status == 200
+    n = ua.wait_notify(d.call_id)
+    assert (n.subscription_state()[0], n.body) == ("terminated", yes)
+    # Unsubscribing: the final NOTIFY carries the summary (RFC 3842 4.1).
+    assert ua.resubscribe(mwi, 0).status == 200
+    n = ua.wait_notify_until(mwi.call_id, lambda m: m.subscription_state()[0] == "terminated")
+    assert n.body == yes
