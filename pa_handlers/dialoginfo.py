@@ -28,7 +28,7 @@ from lxml import etree
 
 from . import partial_state, pidf, xmlsafe
 from .config import Settings
-from .package_documents import SingleFormatDocuments
+from .package_documents import VersionedDocuments
 from .records import StoredPublication, Subscription
 
 log = logging.getLogger("pa.compositor")
@@ -105,11 +105,10 @@ def _ended(dialog_id: str, content: list) -> tuple[list, bool]:
                           f'<state>terminated</state></dialog>'], False
 
 
-class DialogDocuments(SingleFormatDocuments):
+class DialogDocuments(VersionedDocuments):
     kind = "dialog-info"
     formats = publish_types = (DIALOG_INFO,)
     too_large = "Dialog Document Too Large"
-    versioned = True
     empty_state = "a dialog-info without dialogs"
 
     @staticmethod
@@ -145,22 +144,15 @@ class DialogDocuments(SingleFormatDocuments):
         return partial_state.compose([(d[0], [d[1], d[2]]) for d in kept], previous, _ended)
 
     @staticmethod
-    def view(sub: Subscription) -> tuple:
-        # The version is the watcher's own: every body is its own.
-        return ("dialog-info", sub.presentity, sub.local_cseq, sub.told_version)
-
-    @staticmethod
     def render(document: bytes | None, sub: Subscription, partial: bool = False) -> str:
         """Full state, or with `partial` (a NOTIFY that tells a change) the
         dialogs changed or gone since the document the watcher
         acknowledged (RFC 4235 4.1; a document without dialogs is full)."""
         entity, version = pidf.entity(sub.presentity), max(sub.local_cseq - 1, 0)
-        state = partial_state.State.loads(document)
-        delta = state.delta(sub.told_version) if partial else None
-        if delta is None:
-            return _document(entity, version, [i[1][1] for i in state.items])
-        items, gone = delta
-        return _document(entity, version, [i[1][1] for i in items + gone], "partial")
+        everything, changed = partial_state.shown(document, sub.told_version, partial)
+        if changed is None:
+            return _document(entity, version, [c[1] for c in everything])
+        return _document(entity, version, [c[1] for c in changed], "partial")
 
 
 DIALOG_DOCUMENTS = DialogDocuments()

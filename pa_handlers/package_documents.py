@@ -15,6 +15,7 @@ body format; presence.PresenceDocuments is the full example.
 from __future__ import annotations
 
 from . import pidf
+from .records import Subscription
 
 
 class SingleFormatDocuments:
@@ -31,3 +32,13 @@ class SingleFormatDocuments:
     @staticmethod
     def sent_as(content_type: str) -> str:
         return content_type
+
+
+class VersionedDocuments(SingleFormatDocuments):
+    """A package whose every body carries the subscription's own version
+    (the NOTIFY's CSeq minus one) and may be partial (partial_state.py):
+    every watcher's body is its own."""
+    versioned = True
+
+    def view(self, sub: Subscription) -> tuple:
+        return (self.kind, sub.presentity, sub.local_cseq, sub.told_version)

@@ -53,6 +53,16 @@ class State:
         return (items, gone) if items or gone else None
 
 
+def shown(document: bytes | None, told: int, partial: bool) -> tuple[list, list | None]:
+    """What a NOTIFY shows of a stored document: (every item's content,
+    None) for full state, or (every item's content, the contents changed
+    or gone since `told`) when `partial` is allowed and possible."""
+    state = State.loads(document)
+    everything = [i[1] for i in state.items]
+    delta = state.delta(told) if partial else None
+    return everything, None if delta is None else [i[1] for i in delta[0] + delta[1]]
+
+
 def compose(items: list[tuple[str, Any]], previous: bytes | None, end: End) -> bytes:
     """The new stored document of `items` (id, content), given the previous
     one; the previous body itself when nothing changed."""

@@ -25,7 +25,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from . import partial_state, pidf
 from .config import Settings
-from .package_documents import SingleFormatDocuments
+from .package_documents import VersionedDocuments
 from .records import StoredPublication, Subscription
 
 REGINFO = "application/reginfo+xml"
@@ -88,10 +88,9 @@ def _registration_id(aor: str) -> str:
     return "r" + hashlib.sha1(aor.encode()).hexdigest()[:16]
 
 
-class RegDocuments(SingleFormatDocuments):
+class RegDocuments(VersionedDocuments):
     kind = "reginfo"
     formats = (REGINFO,)          # published by nobody: the registrar's state only
-    versioned = True
     empty_state = "the AOR in state init"
 
     @staticmethod
@@ -107,18 +106,12 @@ class RegDocuments(SingleFormatDocuments):
         return partial_state.compose([(c["id"], c) for c in contacts], previous, _gone)
 
     @staticmethod
-    def view(sub: Subscription) -> tuple:
-        return ("reginfo", sub.presentity, sub.local_cseq, sub.told_version)
-
-    @staticmethod
     def render(document: bytes | None, sub: Subscription, partial: bool = False) -> str:
         """Full state, or with `partial` (a NOTIFY that tells a change) the
         contacts changed or gone since the document the watcher
         acknowledged (RFC 3680 4.7.2)."""
-        state = partial_state.State.loads(document)
-        contacts = [i[1] for i in state.items]
-        delta = state.delta(sub.told_version) if partial else None
-        shown = contacts if delta is None else [i[1] for i in delta[0] + delta[1]]
+        contacts, changed = partial_state.shown(document, sub.told_version, partial)
+        shown = contacts if changed is None else changed
         aor = pidf.entity(sub.presentity)
         registered = "active" if any(c["state"] == ACTIVE for c in contacts) else "init"
         body = "".join(_contact_xml(c) for c in shown)
@@ -127,7 +120,7 @@ class RegDocuments(SingleFormatDocuments):
         registration += f">{body}</registration>" if body else "/>"
         return (f'<?xml version="1.0" encoding="UTF-8"?>\n<reginfo xmlns="{NS}"'
                 f' version="{max(sub.local_cseq - 1, 0)}"'
-                f' state="{"full" if delta is None else "partial"}">'
+                f' state="{"full" if changed is None else "partial"}">'
                 f"{registration}</reginfo>\n")
 
 

@@ -89,3 +89,15 @@ def publish_event(ua, presentity, event, content_type, body=b"", *, etag=None, e
     if body:
         hdrs.append(("Content-Type", content_type))
     return ua.request("PUBLISH", presentity, hdrs + list(headers), body)
+
+
+def wait_view(ua, call_id, view, expected, timeout: float = 5.0):
+    """Wait until `view` of a dialog's NOTIFYs (what a watcher that
+    applies full and partial documents in order shows) is `expected`, as
+    the latest NOTIFY or a later one leaves it; return that NOTIFY."""
+    def made(n):
+        notifies = ua.notifies(call_id)
+        upto = next(i for i, m in enumerate(notifies) if m is n)
+        return view(notifies[:upto + 1]) == expected
+    return ua.wait_notify_until(call_id, made, timeout=timeout,
+                                after=max(len(ua.notifies(call_id)) - 1, 0))

@@ -10,7 +10,7 @@ from lxml import etree
 
 from conftest import settings
 from harness import Kamailio
-from helpers import publish_event, wait_answered
+from helpers import publish_event, wait_answered, wait_view
 from sipua import SipUA
 
 DIALOG_INFO = "application/dialog-info+xml"
@@ -63,14 +63,8 @@ def table(notifies):
 
 
 def sees(ua, call_id, *expected, timeout=5.0):
-    """Wait until the watcher's table is `expected` (as the latest NOTIFY,
-    or a later one, leaves it); the NOTIFY that made it."""
-    def made(n):
-        notifies = ua.notifies(call_id)
-        upto = next(i for i, m in enumerate(notifies) if m is n)
-        return table(notifies[:upto + 1]) == sorted(expected)
-    return ua.wait_notify_until(call_id, made, timeout=timeout,
-                                after=max(len(ua.notifies(call_id)) - 1, 0))
+    """Wait until the watcher's table is `expected`."""
+    return wait_view(ua, call_id, table, sorted(expected), timeout)
 
 
 @pytest.fixture

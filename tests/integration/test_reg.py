@@ -8,6 +8,7 @@ from lxml import etree
 
 from conftest import settings
 from harness import Kamailio
+from helpers import wait_view
 from sipua import SipUA, rand
 
 REGINFO = "application/reginfo+xml"
@@ -49,14 +50,8 @@ def table(notifies):
 
 
 def sees(ua, call_id, *expected, timeout=5.0):
-    """Wait until the watcher's view is `expected` (as the latest NOTIFY,
-    or a later one, leaves it); the NOTIFY that made it."""
-    def made(n):
-        notifies = ua.notifies(call_id)
-        upto = next(i for i, m in enumerate(notifies) if m is n)
-        return table(notifies[:upto + 1]) == sorted(expected)
-    return ua.wait_notify_until(call_id, made, timeout=timeout,
-                                after=max(len(ua.notifies(call_id)) - 1, 0))
+    """Wait until the watcher's view of the contacts is `expected`."""
+    return wait_view(ua, call_id, table, sorted(expected), timeout)
 
 
 @pytest.fixture
