@@ -45,10 +45,11 @@ def table(notifies):
     """The watcher's table of dialogs after `notifies` (RFC 4235 4.3): a
     full document replaces it, a partial one (whose version must follow the
     last by one) changes the dialogs it names; terminated ones leave."""
-    dialogs_by_id, last = {}, None
+    dialogs_by_id, last, seen = {}, None, set()
     for n in notifies:
-        if not n.body:
-            continue
+        if not n.body or n.cseq[0] in seen:
+            continue    # no state, or a retransmission
+        seen.add(n.cseq[0])
         root = parsed(n)
         version = int(root.get("version"))
         if root.get("state") == "full":
@@ -181,6 +182,25 @@ def test_publication_expiry_and_removal_empty_the_document(ua, presentity, blf):
     sees(ua, blf.call_id, ("x2", "early"))
     assert publish(ua, presentity, etag=r.get("sip-etag"), expires=0).status == 200
     sees(ua, blf.call_id)
+
+
+def test_changes_while_a_notify_is_unanswered_arrive_as_one_partial_document(
+        ua, presentity, blf, database):
+    """The watcher stops answering; two changes follow (the second only
+    marks the subscription dirty); once it answers a retransmission, one
+    partial NOTIFY carries both changes, relative to what it acknowledged."""
+    r = publish(ua, presentity, dialog_info(presentity, ("c1", "early"), ("c2", "early")))
+    sees(ua, blf.call_id, ("c1", "early"), ("c2", "early"))
+    wait_answered(database, blf.call_id)
+    ua.notify_answer = None
+    etag = publish(ua, presentity, dialog_info(presentity, ("c1", "confirmed"), ("c2", "early")),
+                   etag=r.get("sip-etag")).get("sip-etag")
+    ua.wait_notify_until(blf.call_id, lambda n: n.body and ("c1", "confirmed") in dialogs(n))
+    assert publish(ua, presentity, dialog_info(presentity, ("c1", "confirmed")),
+                   etag=etag).status == 200
+    ua.notify_answer = 200     # tm's retransmission of the NOTIFY in flight gets its 200
+    n = sees(ua, blf.call_id, ("c1", "confirmed"), timeout=10)
+    assert (parsed(n).get("state"), dialogs(n)) == ("partial", [("c2", "terminated")])
 
 
 @pytest.mark.parametrize("body, code", [
