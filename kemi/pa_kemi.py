@@ -187,13 +187,17 @@ def _header_lines(headers):
 
 
 def _context(publisher: str = "") -> Context:
-    return Context(
-        local_tag=KSR.pv.get("$ltt(x)") or "",
-        socket=KSR.pv.get("$Ras") or "",
-        local_contact=KSR.pv.get("$RAut") or "",
-        source="%s:%s:%s" % (KSR.pv.get("$pr"), KSR.pv.get("$si"), KSR.pv.get("$sp")),
-        publisher=publisher,
-    )
+    # One crossing into Kamailio for the six values ($_s: them as one
+    # string); none holds a space.  A value Kamailio has not ("<null>")
+    # is empty.
+    parts = [("" if v == "<null>" else v) for v in
+             (KSR.pv.get("$_s($ltt(x) $Ras $RAut $pr $si $sp)") or "").split(" ")]
+    if len(parts) != 6:
+        parts = [KSR.pv.get(spec) or "" for spec in
+                 ("$ltt(x)", "$Ras", "$RAut", "$pr", "$si", "$sp")]
+    local_tag, socket, local_contact, proto, ip, port = parts
+    return Context(local_tag=local_tag, socket=socket, local_contact=local_contact,
+                   source="%s:%s:%s" % (proto, ip, port), publisher=publisher)
 
 
 class _Statistics:

@@ -124,6 +124,10 @@ def split_stream(buffer: bytes) -> tuple[list[Message], bytes]:
     return messages, buffer
 
 
+# Seconds a UDP reader waits before it looks whether its UA was closed.
+READ_WAKEUP = 0.2
+
+
 class SipUA:
     def __init__(self, server: tuple[str, int], transport: str = "udp", user: str = "alice",
                  host: str = "127.0.0.1"):
@@ -135,6 +139,9 @@ class SipUA:
         if transport == "udp":
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.sock.bind((host, 0))
+            # The reader wakes up now and then to see whether the UA was
+            # closed (see close()).
+            self.sock.settimeout(READ_WAKEUP)
         else:
             self.sock = socket.create_connection(server, timeout=5)
             self.sock.settimeout(None)
@@ -148,6 +155,7 @@ class SipUA:
         self.requests: "queue.Queue[Message]" = queue.Queue()
         self._responses: dict[tuple[str, int], "queue.Queue[Message]"] = {}
         self._notifies: dict[str, list[Message]] = {}
+        self.errors: list[Exception] = []
         self._lock = threading.Condition()
         self._closed = False
         self._cseq = itertools.count(1)
@@ -167,17 +175,33 @@ class SipUA:
         while not self._closed:
             try:
                 if self.transport == "udp":
-                    data, source = self.sock.recvfrom(65535)
-                    self._dispatch(Message(data, source))
+                    try:
+                        data, source = self.sock.recvfrom(65535)
+                    except socket.timeout:
+                        continue
+                    self._dispatch_safely(Message, data, source)
                     continue
                 data = self.sock.recv(65535)
                 if not data:
                     return
                 messages, buffer = split_stream(buffer + data)
                 for msg in messages:
-                    self._dispatch(msg)
+                    self._dispatch_safely(lambda m, _: m, msg, None)
             except OSError:
                 return
+
+    def _dispatch_safely(self, make, data, source):
+        # A message this UA cannot take (or a test's notify_answer that
+        # raises) must not end the thread: every later answer would then
+        # time out, far from the cause.  What went wrong is kept.
+        try:
+            self._dispatch(make(data, source))
+        except Exception as error:
+            import sys
+            import traceback
+            self.errors.append(error)
+            print("sipua: message not handled:", file=sys.stderr)
+            traceback.print_exc()
 
     def _dispatch(self, msg: Message):
         if msg.is_request:
@@ -218,12 +242,18 @@ class SipUA:
             self.send_raw(data)
 
     def close(self):
+        """Stop reading, then close the socket.  In that order: a reader
+        about to call recvfrom on the socket's descriptor when it closes
+        would read from whatever socket the next UA of the test opens with
+        the same descriptor number, and take its answers."""
         self._closed = True
         try:
             if self.transport == "tcp":
                 self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        if self._thread is not threading.current_thread():
+            self._thread.join(READ_WAKEUP * 5)
         self.sock.close()
 
     # -- requests -------------------------------------------------------
