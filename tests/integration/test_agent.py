@@ -388,7 +388,7 @@ def test_each_request_is_one_log_line_with_its_answer(make_agent, caplog):
     caplog.set_level("INFO", logger="pa")
     agent = make_agent()
     agent.handle_subscription(subscribe(call_id="log-1"), CTX, "registrar")
-    agent.handle_subscription(subscribe(call_id="log-2", extra="Event: dialog\r\n"
+    agent.handle_subscription(subscribe(call_id="log-2", extra="Event: conference\r\n"
                                         ).replace(b"Event: presence\r\n", b""),
                               CTX, "registrar")
     agent.handle_subscription(b"SUBSCRIBE nonsense\r\n\r\n", CTX, "registrar")
