@@ -218,3 +218,39 @@ def test_partial_reginfo():
     assert [c.get("id") for c in root[0]] == ["c2"] and root[0].get("state") == "active"
     root = etree.fromstring(docs.render(v2, told(3, 1)).encode())
     assert root.get("state") == "full" and len(root[0]) == 2
+
+
+class Decided:
+    """The decisions repository's one question, answered from a dict."""
+
+    def __init__(self, decisions):
+        self.decisions = decisions
+
+    def of(self, domain, event, presentity, watcher):
+        return self.decisions.get((event, watcher))
+
+    def xcap_document(self, owner, auid):
+        raise AssertionError("pres-rules are for presence only")
+
+
+@pytest.mark.parametrize("auth", ["implicit", "xcap"])
+def test_dialog_and_mwi_follow_the_presentitys_decisions_per_package(auth):
+    from pa_handlers.authorization import Authorizer
+    from pa_handlers.records import Decision
+    decided = Decided({("dialog", "alice@x"): Decision("active", "")})
+    authorizer = Authorizer(settings(auth=auth), decided, lambda: 0)
+    assert authorizer.authorize(packages.DIALOG, "registrar", "bob@x", "alice@x").status == \
+        "active"
+    assert authorizer.authorize(packages.MESSAGE_SUMMARY, "registrar", "bob@x",
+                                "alice@x").status == "pending"
+    assert authorizer.authorize(packages.MESSAGE_SUMMARY, "registrar", "bob@x",
+                                "bob@x").status == "active"
+
+
+@pytest.mark.parametrize("auth, stranger", [("implicit", "terminated"), ("xcap", "terminated"),
+                                            ("none", "active")])
+def test_reg_is_for_the_aor_itself(auth, stranger):
+    from pa_handlers.authorization import Authorizer
+    authorizer = Authorizer(settings(auth=auth), Decided({}), lambda: 0)
+    assert authorizer.authorize(packages.REG, "registrar", "bob@x", "bob@x").status == "active"
+    assert authorizer.authorize(packages.REG, "registrar", "bob@x", "eve@x").status == stranger
