@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from conftest import settings
+from harness import Kamailio
 from helpers import publish_event, wait_answered
 from sipua import SipUA
 
@@ -139,3 +141,26 @@ def test_expiry_unsubscribe_and_fetch(ua, presentity, mwi):
     assert ua.resubscribe(mwi, 0).status == 200
     n = ua.wait_notify_until(mwi.call_id, lambda m: m.subscription_state()[0] == "terminated")
     assert n.body == yes
+
+
+def test_a_restart_and_a_second_node(database, presentity):
+    a = Kamailio(settings(database)).start()
+    b = Kamailio(settings(database)).start()
+    phone, vm = SipUA(a.address), SipUA(b.address, user="voicemail")
+    try:
+        r, d = phone.subscribe(presentity, event="message-summary")
+        phone.wait_notify(d.call_id)
+        wait_answered(database, d.call_id)
+        a.restart()
+        yes = b"Messages-Waiting: yes\r\nVoice-Message: 5/0\r\n"
+        assert publish(vm, presentity, yes).status == 200
+        n = phone.wait_notify_until(d.call_id, body_is(yes))
+        assert f":{b.port};branch=" in n.get("via")
+        wait_answered(database, d.call_id)
+        assert phone.resubscribe(d, 600).status == 200
+        assert phone.wait_notify_until(d.call_id, body_is(yes), after=2).cseq[0] == 3
+    finally:
+        phone.close()
+        vm.close()
+        a.cleanup()
+        b.cleanup()
