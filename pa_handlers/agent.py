@@ -39,11 +39,12 @@ class PresenceAgent:
         self.clock = clock_of(clock)
         authorizer = Authorizer(settings, store.decisions, self.clock)
         self.notifier = Notifier(settings, store.subscriptions, store.notifications, authorizer,
-                                 self.clock)
+                                 self.clock, store.lists, store.decisions)
         self.compositor = Compositor(settings, store.documents, self.clock,
                                      self.notifier.fan_out)
         self.registrations = Registrations(settings, self.compositor, self.clock)
-        self.xcap = XcapServer(settings, store.decisions, self.clock, self.notifier.reauthorize)
+        self.xcap = XcapServer(settings, store.decisions, self.clock, self.notifier.reauthorize,
+                               store.lists, self.notifier.rls.lists_changed)
         self.tasks = store.tasks
         self._next_sweep = 0.0
         self._unanswered = 0
@@ -133,6 +134,10 @@ class PresenceAgent:
         """Called every second: the tasks other processes left, and every
         timer_interval the sweeps."""
         notifies = self.run_tasks()
+        try:
+            notifies += self.notifier.rls.flush()
+        except StoreUnavailable as e:
+            warn_outage(log, "list NOTIFYs", e)
         now = self.clock.now()
         if now < self._next_sweep:
             return notifies

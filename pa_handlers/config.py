@@ -89,6 +89,11 @@ class Settings:
     max_winfo_entries_per_watcher: int = 8
     max_display_name: int = 64
     notify_udp_mtu: int = UDP_MAX_PAYLOAD
+    # The resource list server (RFC 4662, RFC 4826, RFC 5367).
+    rls_max_document_bytes: int = 64 * 1024
+    rls_max_members: int = 200
+    rls_max_depth: int = 8
+    rls_notify_interval: int = 1
 
     @property
     def default_priority(self) -> float:
@@ -276,6 +281,10 @@ _CHECKS = {
     "max_winfo_entries_per_watcher": _int("max_winfo_entries_per_watcher", 1, 1000),
     "max_display_name": _int("max_display_name", 0, 128),
     "notify_udp_mtu": _int("notify_udp_mtu", 512, UDP_MAX_PAYLOAD),
+    "rls_max_document_bytes": _int("rls_max_document_bytes", 1024, 16 * 1024 * 1024),
+    "rls_max_members": _int("rls_max_members", 1, 10000),
+    "rls_max_depth": _int("rls_max_depth", 1, 30),
+    "rls_notify_interval": _int("rls_notify_interval", 0, 3600),
 }
 
 

@@ -22,7 +22,7 @@ from .db import Database, placeholders
 # A new subscription, in flight until its first NOTIFY is answered, if its
 # watcher and its presentity's event have fewer subscriptions than their
 # limits (both counts through an index).
-_INSERT_LIMITED = ("INSERT INTO pa_subscription (" + ", ".join(INSERT_COLS)
+INSERT_LIMITED = ("INSERT INTO pa_subscription (" + ", ".join(INSERT_COLS)
                    + ", created_at, notify_deadline) SELECT "
                    + ", ".join(["%s"] * (len(INSERT_COLS) + 2))
                    + " FROM DUAL WHERE (SELECT COUNT(*) FROM pa_subscription WHERE watcher = %s) < %s"
@@ -59,7 +59,7 @@ class Subscriptions:
         after the subscription exists, no concurrent change of the document
         can fall between this read and its fan-out."""
         key = sub.key
-        statements = [(_INSERT_LIMITED, [getattr(sub, c) for c in INSERT_COLS]
+        statements = [(INSERT_LIMITED, [getattr(sub, c) for c in INSERT_COLS]
                        + [now, deadline, sub.watcher, limits[0], *key, limits[1]])]
         statements += _document_and_watched(key, with_document, winfo_event)
 
