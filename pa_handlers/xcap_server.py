@@ -234,14 +234,20 @@ class XcapServer:
                 root = resource_lists.parse_resource_lists(req.body, s.rls_max_document_bytes)
                 resource_lists.check_resource_lists(root, owner, s.rls_max_document_bytes,
                                                     s.rls_max_depth, s.rls_max_members)
+                # The owner's services as they would be with the new lists.
+                stored = self.decisions.xcap_document(owner, RLS_SERVICES)
+                services = resource_lists.parse_rls_services(
+                    stored.body, s.rls_max_document_bytes) if stored and stored.body else {}
+                lists_body = req.body
             else:
                 services = resource_lists.parse_rls_services(req.body, s.rls_max_document_bytes)
                 keys = list(services)
                 stored = self.decisions.xcap_document(owner, RESOURCE_LISTS)
-                for service in services.values():
-                    resource_lists.resolve_service(
-                        service, owner, lambda: stored.body if stored else None,
-                        s.rls_max_document_bytes, s.rls_max_depth, s.rls_max_members)
+                lists_body = stored.body if stored else None
+            for service in services.values():
+                resource_lists.resolve_service(
+                    service, owner, lambda: lists_body, s.rls_max_document_bytes,
+                    s.rls_max_depth, s.rls_max_members)
         except InvalidDocument as e:
             if e.too_large:
                 return _error(413, "Request Entity Too Large"), []

@@ -165,6 +165,18 @@ def test_a_list_that_refers_to_itself_is_refused(kamailio, owner):
     assert put(kamailio, owner, lists_path(owner), fine, RL_TYPE)[0] == 201
 
 
+def test_a_service_longer_than_rls_max_members_is_refused(kamailio, owner):
+    provision(kamailio, owner, [member() for _ in range(6)])
+    # rls_max_members: 6, through either document.
+    seven = resource_lists(rl_list("friends", *(entry(member()) for _ in range(7))))
+    status, _, body = put(kamailio, owner, lists_path(owner), seven, RL_TYPE)
+    assert status == 409 and b"<constraint-failure" in body and b"more than 6" in body
+    inline = services(f'<service uri="sip:{owner}-x@{HOST}"><list>'
+                      + "".join(f'<rl:entry uri="{member()}"/>' for _ in range(7))
+                      + "</list></service>")
+    assert put(kamailio, owner, services_path(owner), inline, RLS_TYPE)[0] == 409
+
+
 def test_a_service_uri_belongs_to_one_user(kamailio, database, owner):
     uri = f"sip:shared-{rand(6)}@{HOST}"
     provision(kamailio, owner, [member()], uri)
