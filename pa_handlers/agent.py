@@ -87,7 +87,7 @@ class PresenceAgent:
         the watcher's tag); one that answers no NOTIFY in flight changes
         nothing."""
         try:
-            return self.notifier.notify_answered(dialog, cseq, code)
+            return self.notifier.notify_answered(dialog, cseq, code) + self.notifier.rls.flush()
         except StoreUnavailable as e:
             # The NOTIFY stays in flight until its deadline: nothing is lost.
             log.warning("answer %d to NOTIFY (call-id=%s) not recorded: %s", code, dialog[0], e)
@@ -107,7 +107,10 @@ class PresenceAgent:
         """Successful answers to our NOTIFYs, (dialog, CSeq) each, collected
         over a moment (Kamailio's mqueue pa_answers): ended together."""
         try:
-            return self.notifier.notifies_answered(answers)
+            notifies = self.notifier.notifies_answered(answers)
+            # List subscriptions whose members changed while their NOTIFY
+            # was in flight go now, not at the next timer.
+            return notifies + self.notifier.rls.flush()
         except StoreUnavailable as e:
             log.warning("%d answers to NOTIFYs not recorded: %s", len(answers), e)
             return []

@@ -158,7 +158,7 @@ class ResourceListServer:
 
     def _stored(self, owner: str, key: str, watcher: str,
                 pkg: EventPackage) -> list[Member] | Outcome:
-        if self.settings.auth != "none" and watcher != owner:
+        if self.settings.auth != "none" and _lower_host(watcher) != owner:
             refused = reply(403, reason="Forbidden (Not The List's Owner)")
             refused.detail = f"list of {owner}, refused to {watcher}"
             return refused
@@ -337,6 +337,11 @@ class ResourceListServer:
                 self.clock.now(), self.deadline(), self.settings.rls_notify_interval, BATCH,
                 changed, rate_limited=False))
         return notifies
+
+
+def _lower_host(aor: str) -> str:
+    user, at, host = aor.rpartition("@")
+    return f"{user}@{host.lower()}" if at else aor
 
 
 def _row(member: Member) -> MemberRow:

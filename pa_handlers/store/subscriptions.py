@@ -100,7 +100,9 @@ class Subscriptions:
             update, select = s.batch(
                 ("UPDATE pa_subscription SET expires_at = %s,"
                  " remote_target = COALESCE(%s, remote_target),"
-                 " content_type = COALESCE(%s, content_type), remote_cseq = %s, "
+                 # A list subscription stays one (RFC 4662 4.5): its type never changes.
+                 " content_type = IF(content_type = 'multipart/related', content_type,"
+                 " COALESCE(%s, content_type)), remote_cseq = %s, "
                  + NOTIFY_OR_DIRTY +
                  " WHERE " + DIALOG + " AND event = %s AND event_id = %s AND remote_cseq < %s",
                  (expires_at, remote_target, content_type, remote_cseq, deadline,

@@ -266,6 +266,21 @@ def test_list_subscription_full_then_partial_then_full_after_refresh(kamailio, d
         ua.close()
 
 
+def test_a_list_subscription_stays_one_whatever_a_refresh_accepts(kamailio, database, owner):
+    list_uri = provision(kamailio, owner, [member()])
+    ua = list_ua(kamailio, owner)
+    try:
+        _, dialog = ua.subscribe(list_uri, headers=LIST_HEADERS)
+        ua.wait_notify(dialog.call_id)
+        wait_answered(database, dialog.call_id)
+        r = ua.resubscribe(dialog, 600, headers=[("Accept", "application/pidf+xml")])
+        assert r.status == 200 and r.get("require") == "eventlist"
+        n = ListNotify(ua.wait_notify(dialog.call_id, 2))     # RFC 4662 4.5: never mixed
+        assert n.full and n.version == 1
+    finally:
+        ua.close()
+
+
 def test_registrations_of_members_reach_the_list(kamailio, database, owner):
     bob = member()
     list_uri = provision(kamailio, owner, [bob])
