@@ -115,7 +115,6 @@ class Admin:
         self.documents = store.documents
         self.decisions = store.decisions
         self.tasks = store.tasks
-        self.rls = store.lists
         self.out = out
         self.clock = clock
 
@@ -167,9 +166,9 @@ class Admin:
         """The list URIs (rls-services) and the live list subscriptions with
         what each member was last told."""
         now = self.now()
-        services = [dict(list=f"sip:{uri}", owner=owner) for uri, owner in self.rls.services()]
+        services = [dict(list=f"sip:{uri}", owner=owner) for uri, owner in self.store.list_services()]
         subs = []
-        for list_uri, owner, watcher, event, expires_at, members in self.rls.overview(
+        for list_uri, owner, watcher, event, expires_at, members in self.store.list_subscriptions(
                 args.limit):
             subs.append(dict(list=list_uri, owner=owner or "(ad-hoc)", watcher=watcher,
                              event=event, expires=_in(expires_at, now),

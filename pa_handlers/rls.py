@@ -244,7 +244,7 @@ class ResourceListServer:
         without body."""
         if state.startswith(TERMINATED):
             return build_notify(sub, sub.local_cseq, state)
-        head, members = self.lists.of(sub.id)
+        head, members = self.lists.of(sub.id, full)
         if head is None:
             return build_notify(sub, sub.local_cseq, state)
         return self._list_notify(sub, state, head.list_uri, head.member_type, members,

@@ -58,6 +58,9 @@ CREATE TABLE pa_rls_member (
   sent_state VARCHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',
   sent_reason VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',
   sent_digest VARCHAR(32) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT '',
+  -- 1: the member changed since a NOTIFY last looked at it (a partial
+  -- NOTIFY reads and renders only these).
+  dirty TINYINT UNSIGNED NOT NULL DEFAULT 1,
   PRIMARY KEY (subscription_id, uri),
   KEY by_presentity (presentity),
   CONSTRAINT rls_member_subscription FOREIGN KEY (subscription_id)

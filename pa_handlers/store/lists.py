@@ -26,8 +26,9 @@ BACKEND = "backend"
 _SAVE_XCAP = ("INSERT INTO pa_xcap_document (owner, auid, etag, body, fetched_at)"
               " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE etag = VALUES(etag),"
               " body = VALUES(body), fetched_at = VALUES(fetched_at)")
+# Not marked changed: the NOTIFY about to be built reads every member.
 _INSERT_MEMBER = ("INSERT INTO pa_rls_member (subscription_id, position, uri, presentity, name,"
-                  " source, sent_digest) VALUES (%s, %s, %s, %s, %s, %s, %s)")
+                  " source, sent_digest, dirty) VALUES (%s, %s, %s, %s, %s, %s, %s, 0)")
 
 
 class ListSubscription(NamedTuple):
@@ -144,18 +145,32 @@ class Lists:
             return True
         return self.db.transaction(work)
 
-    def of(self, subscription_id: int) -> tuple[ListSubscription | None, list[MemberRow]]:
-        """A list subscription and its members, in list order."""
+    def of(self, subscription_id: int, full: bool = False
+           ) -> tuple[ListSubscription | None, list[MemberRow]]:
+        """A list subscription and, in list order, its members: all of
+        them when its next NOTIFY carries full state (`full`, or full_due),
+        else those that changed since a NOTIFY last looked at them.  They
+        are no longer marked changed: a change from now on marks them
+        again (and the subscription pending)."""
         def work(s):
-            head, members = s.batch(
-                ("SELECT subscription_id, list_uri, owner, member_type, full_due"
-                 " FROM pa_rls_subscription WHERE subscription_id = %s", (subscription_id,)),
-                ("SELECT " + _MEMBER_COLS + " FROM pa_rls_member WHERE subscription_id = %s"
-                 " ORDER BY position", (subscription_id,)))
-            if not head.rows:
+            s.execute("SELECT subscription_id, list_uri, owner, member_type, full_due"
+                      " FROM pa_rls_subscription WHERE subscription_id = %s FOR UPDATE",
+                      (subscription_id,))
+            row = s.fetchone()
+            if row is None:
+                s.rollback()
                 return None, []
-            return ListSubscription(*head.rows[0]), [MemberRow(*row) for row in members.rows]
-        return self.db.run(work)
+            head = ListSubscription(*row)
+            everything = full or head.full_due
+            members, _ = s.batch(
+                ("SELECT " + _MEMBER_COLS + " FROM pa_rls_member WHERE subscription_id = %s"
+                 + ("" if everything else " AND dirty = 1") + " ORDER BY position",
+                 (subscription_id,)),
+                ("UPDATE pa_rls_member SET dirty = 0 WHERE subscription_id = %s AND dirty = 1",
+                 (subscription_id,)))
+            s.commit()
+            return head, [MemberRow(*r) for r in members.rows]
+        return self.db.transaction(work)
 
     def told(self, subscription_id: int, told: list[tuple[str, str, str, str]],
              full: bool, next_notify_at: int) -> None:
@@ -189,21 +204,21 @@ class Lists:
             (subscription_id,)))
 
     def with_member(self, presentity: str, domain: str | None, event: str | None) -> list[int]:
-        """Mark pending the list subscriptions that have `presentity` among
-        their local members (of `domain` and `event` when given); returns
-        their ids."""
+        """Mark changed `presentity` as a local member of list
+        subscriptions (of `domain` and `event` when given), and those
+        subscriptions pending; returns their ids."""
         def work(s):
-            s.execute("SELECT DISTINCT m.subscription_id FROM pa_rls_member m"
-                      " JOIN pa_subscription s ON s.id = m.subscription_id"
-                      " WHERE m.presentity = %s AND m.source = 'local'"
-                      " AND (%s IS NULL OR s.presence_domain = %s)"
-                      " AND (%s IS NULL OR s.event = %s)",
-                      (presentity, domain, domain, event, event))
-            ids = [row[0] for row in s.fetchall()]
-            if ids:
-                s.execute("UPDATE pa_rls_subscription SET pending = 1 WHERE subscription_id IN ("
-                          + placeholders(len(ids)) + ")", ids)
-            return ids
+            where = (" WHERE m.presentity = %s AND m.source = 'local'"
+                     " AND (%s IS NULL OR s.presence_domain = %s)"
+                     " AND (%s IS NULL OR s.event = %s)")
+            args = (presentity, domain, domain, event, event)
+            update, select = s.batch(
+                ("UPDATE pa_rls_member m JOIN pa_subscription s ON s.id = m.subscription_id"
+                 " JOIN pa_rls_subscription r ON r.subscription_id = m.subscription_id"
+                 " SET m.dirty = 1, r.pending = 1" + where, args),
+                ("SELECT DISTINCT m.subscription_id FROM pa_rls_member m"
+                 " JOIN pa_subscription s ON s.id = m.subscription_id" + where, args))
+            return [row[0] for row in select.rows]
         return self.db.run(work)
 
     def of_owner(self, owner: str) -> list[tuple[Subscription, str]]:
@@ -280,33 +295,6 @@ class Lists:
         if ids == []:
             return []
         return self.db.transaction(work)
-
-    # -- pa-admin -----------------------------------------------------------------------
-
-    def overview(self, limit: int) -> list[tuple]:
-        """Each list subscription with its members' last told states:
-        (list_uri, owner, watcher, event, expires_at, [(uri, source,
-        sent_state, sent_reason)])."""
-        def work(s):
-            s.execute("SELECT r.subscription_id, r.list_uri, r.owner, s.watcher, s.event,"
-                      " s.expires_at FROM pa_rls_subscription r JOIN pa_subscription s"
-                      " ON s.id = r.subscription_id ORDER BY r.list_uri, s.watcher LIMIT %s",
-                      (limit,))
-            heads = s.fetchall()
-            out = []
-            for head in heads:
-                s.execute("SELECT uri, source, sent_state, sent_reason FROM pa_rls_member"
-                          " WHERE subscription_id = %s ORDER BY position", (head[0],))
-                out.append((*head[1:], s.fetchall()))
-            return out
-        return self.db.run(work)
-
-    def services(self) -> list[tuple[str, str]]:
-        """Every list URI with its owner."""
-        def work(s):
-            s.execute("SELECT uri, owner FROM pa_rls_service ORDER BY uri")
-            return list(s.fetchall())
-        return self.db.run(work)
 
 
 __all__ = ["BACKEND", "LOCAL", "ListSubscription", "Lists", "MemberRow", "SUB_COLS"]
