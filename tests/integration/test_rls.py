@@ -387,6 +387,15 @@ def test_an_adhoc_list_deflated_is_served_like_a_stored_one(kamailio, database):
         ua.close()
 
 
+def test_options_say_lists_are_taken_in_subscribes(kamailio):
+    ua = SipUA(kamailio.address)
+    try:
+        r = ua.request("OPTIONS", f"sip:rls@{HOST}")
+        assert r.status == 200 and "recipient-list-subscribe" in r.get("supported")
+    finally:
+        ua.close()
+
+
 def test_adhoc_list_limits(kamailio):
     ua = SipUA(kamailio.address, user=f"l{rand(6)}")
     try:
