@@ -329,6 +329,34 @@ def test_xcap_changes_reach_live_list_subscriptions(kamailio, database, owner):
         ua.close()
 
 
+def test_a_member_fed_by_an_external_source(kamailio, database, owner):
+    """The seam for back-end subscriptions: a member whose source is
+    'backend' is served from what that source feeds (store.lists.feed)."""
+    from pa_handlers.config import parse_db_url
+    from pa_handlers.store import Database, Lists
+    bob, remote = member(), f"sip:r{rand(6)}@b.example"
+    list_uri = provision(kamailio, owner, [bob, remote])
+    ua = list_ua(kamailio, owner)
+    lists = Lists(Database(parse_db_url(database.url()), 3))
+    try:
+        _, dialog = ua.subscribe(list_uri, headers=LIST_HEADERS)
+        ua.wait_notify(dialog.call_id)
+        wait_answered(database, dialog.call_id)
+        # What a back-end subscriber decides when the member is added.
+        database.query("UPDATE pa_rls_member SET source = 'backend' WHERE uri = %s", (remote,))
+        assert len(lists.feed(remote, "terminated", "probation", "", None)) == 1
+        n = ListNotify(ua.wait_notify(dialog.call_id, 2))
+        assert n.resources() == {remote: dict(name=None, state="terminated", reason="probation",
+                                              cid=None, body=None)}
+        wait_answered(database, dialog.call_id)
+        lists.feed(remote, "active", "", "application/pidf+xml",
+                   pidf_body(remote, "r1", "open"))
+        got = ListNotify(ua.wait_notify(dialog.call_id, 3)).resources()[remote]
+        assert got["state"] == "active" and tuples(got["body"]) == [("r1", "open")]
+    finally:
+        ua.close()
+
+
 def test_packages_of_a_service_are_honoured(kamailio, owner):
     list_uri = f"sip:{owner}-dialogs@{HOST}"
     put(kamailio, owner, lists_path(owner), resource_lists(rl_list("friends", entry(member()))),
