@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from ..records import DocumentKey, Subscription
-from .common import (IN_CHUNK, INSERT_COLS, SUB_COLS, SUB_COLS_S, documents_by_key,
+from .common import (IN_CHUNK, INSERT_COLS, SUB_COLS_S, documents_by_key,
                      select_documents, subscription)
 from .db import Database, placeholders
 from .subscriptions import INSERT_LIMITED
@@ -316,4 +316,4 @@ class Lists:
         return self.db.transaction(work)
 
 
-__all__ = ["BACKEND", "LOCAL", "ListSubscription", "Lists", "MemberRow", "SUB_COLS"]
+__all__ = ["BACKEND", "LOCAL", "ListSubscription", "Lists", "MemberRow"]

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import settings
 from harness import ROOT, Kamailio
-from helpers import pidf_body, tuples, wait_answered, wait_until, xcap
+from helpers import pidf_body, tuples, wait_answered, xcap
 from sipua import ListNotify, SipUA, rand
 
 RL = "urn:ietf:params:xml:ns:resource-lists"
