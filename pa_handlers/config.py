@@ -94,6 +94,7 @@ class Settings:
     rls_max_members: int = 200
     rls_max_depth: int = 8
     rls_notify_interval: int = 1
+    rls_max_notify_bytes: int = 64 * 1024
 
     @property
     def default_priority(self) -> float:
@@ -285,6 +286,7 @@ _CHECKS = {
     "rls_max_members": _int("rls_max_members", 1, 10000),
     "rls_max_depth": _int("rls_max_depth", 1, 30),
     "rls_notify_interval": _int("rls_notify_interval", 0, 3600),
+    "rls_max_notify_bytes": _int("rls_max_notify_bytes", 1024, 16 * 1024 * 1024),
 }
 
 

@@ -41,11 +41,11 @@ from .clock import Clock
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
 from .packages import EventPackage, package, publishable
-from .records import ACTIVE, PENDING, TERMINATED, DocumentKey, Subscription
+from .records import ACTIVE, PENDING, TERMINATED, DocumentKey, MemberRow, Subscription
 from .resource_lists import InvalidDocument, ListError, Member
 from .sip import BadRequest, NameAddr, SipRequest, choose_media_type, parse_accept, parse_uri
 from .store import Decisions, Lists, Subscriptions
-from .store.lists import BACKEND, MemberRow
+from .store.lists import BACKEND
 from .subscription import build_notify, subscription_state
 from . import rfc6665
 
@@ -256,17 +256,27 @@ class ResourceListServer:
         locals_ = [m for m in members if m.source != BACKEND]
         docs = self.lists.documents([DocumentKey(m.presentity, sub.presence_domain, pkg.name)
                                      for m in locals_]) if locals_ else {}
-        told, resources = [], []
+        told, resources, deferred = [], [], []
+        carried = 0
         for member in members:
             resource = self._resource(sub, pkg, member, member_type, docs)
             digest = rlmi.digest(resource)
-            if full or digest != member.sent_digest:
-                resources.append(resource)
-                told.append((member.uri, resource.state, resource.reason, digest))
+            if not (full or digest != member.sent_digest):
+                continue
+            size = len(resource.body.encode()) if resource.state == ACTIVE else 0
+            if size and carried and carried + size > self.settings.rls_max_notify_bytes:
+                # rls_max_notify_bytes: listed without instance (state not
+                # yet known, RFC 4662 4.5), its document in the next NOTIFY.
+                resources.append(rlmi.Resource(member.uri, member.name, ""))
+                deferred.append(member.uri)
+                continue
+            carried += size
+            resources.append(resource)
+            told.append((member.uri, resource.state, resource.reason, digest))
         content_type, body = rlmi.body(list_uri, sub.local_cseq - 1, full, resources)
         if record:
             self.lists.told(sub.id, told, full,
-                            self.clock.now() + self.settings.rls_notify_interval)
+                            self.clock.now() + self.settings.rls_notify_interval, deferred)
         return build_notify(sub, sub.local_cseq, state, content_type, body)
 
     def _resource(self, sub: Subscription, pkg: EventPackage, member: MemberRow,

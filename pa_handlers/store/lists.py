@@ -12,47 +12,21 @@ knowing where the state came from.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
-from ..records import DocumentKey, Subscription
+from ..records import DocumentKey, ListSubscription, MemberRow, Subscription
 from .common import (IN_CHUNK, INSERT_COLS, SUB_COLS_S, documents_by_key,
                      select_documents, subscription)
 from .db import Database, placeholders
+from .decisions import SAVE_XCAP
 from .subscriptions import INSERT_LIMITED
 
 LOCAL = "local"
 BACKEND = "backend"
 
-_SAVE_XCAP = ("INSERT INTO pa_xcap_document (owner, auid, etag, body, fetched_at)"
-              " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE etag = VALUES(etag),"
-              " body = VALUES(body), fetched_at = VALUES(fetched_at)")
 # Not marked changed: the NOTIFY about to be built reads every member.
 _INSERT_MEMBER = ("INSERT INTO pa_rls_member (subscription_id, position, uri, presentity, name,"
                   " source, sent_digest, dirty) VALUES (%s, %s, %s, %s, %s, %s, %s, 0)")
-
-
-class ListSubscription(NamedTuple):
-    """What makes a subscription a list subscription."""
-    subscription_id: int
-    list_uri: str
-    owner: str          # '' for an ad-hoc list (RFC 5367)
-    member_type: str
-    full_due: bool
-
-
-class MemberRow(NamedTuple):
-    """A member of a list subscription as stored."""
-    uri: str
-    presentity: str
-    name: str
-    source: str
-    state: str          # the external source's (source 'backend')
-    reason: str
-    content_type: str
-    body: bytes | None
-    sent_state: str
-    sent_reason: str
-    sent_digest: str
 
 
 _MEMBER_COLS = ("uri, presentity, name, source, state, reason, content_type, body,"
@@ -106,7 +80,7 @@ class Lists:
                 statements.append(("DELETE FROM pa_xcap_document WHERE owner = %s"
                                    " AND auid = %s", (owner, auid)))
             else:
-                statements.append((_SAVE_XCAP, (owner, auid, etag, body, now)))
+                statements.append((SAVE_XCAP, (owner, auid, etag, body, now)))
             s.batch(*statements)
             s.commit()
             if body is None:
@@ -115,7 +89,7 @@ class Lists:
         return self.db.transaction(work)
 
     def all_documents(self, auid: str, limit: int) -> list[bytes]:
-        """Every user's document of `auid` (the global rls-services index)."""
+        """Every user's document of `auid` (for the global index)."""
         def work(s):
             s.execute("SELECT body FROM pa_xcap_document WHERE auid = %s ORDER BY owner"
                       " LIMIT %s", (auid, limit))
@@ -173,19 +147,26 @@ class Lists:
         return self.db.transaction(work)
 
     def told(self, subscription_id: int, told: list[tuple[str, str, str, str]],
-             full: bool, next_notify_at: int) -> None:
+             full: bool, next_notify_at: int, deferred: list[str] = ()) -> None:
         """Record what a NOTIFY told of members ((uri, state, reason,
-        digest) each); a full-state one is no longer due."""
+        digest) each; a full-state one is no longer due), and that the
+        `deferred` ones did not fit: they go in the next NOTIFY, at once."""
         def work(s):
             statements = [("UPDATE pa_rls_subscription SET full_due = IF(%s, 0, full_due),"
-                           " next_notify_at = %s WHERE subscription_id = %s",
-                           (full, next_notify_at, subscription_id))]
+                           " next_notify_at = %s, pending = pending OR %s"
+                           " WHERE subscription_id = %s",
+                           (full, 0 if deferred else next_notify_at, bool(deferred),
+                            subscription_id))]
+            if deferred:
+                statements.append(("UPDATE pa_rls_member SET dirty = 1 WHERE subscription_id = %s"
+                                   " AND uri IN (" + placeholders(len(deferred)) + ")",
+                                   [subscription_id, *deferred]))
             statements += [("UPDATE pa_rls_member SET sent_state = %s, sent_reason = %s,"
                             " sent_digest = %s WHERE subscription_id = %s AND uri = %s",
                             (state, reason, digest, subscription_id, uri))
                            for uri, state, reason, digest in told]
             s.batch(*statements)
-        self.db.run(work) if len(told) < 2 else self.db.transaction(work)
+        self.db.run(work) if len(told) + len(deferred) < 2 else self.db.transaction(work)
 
     def documents(self, keys: list[DocumentKey]) -> dict[DocumentKey, bytes]:
         """The documents of members (one round trip per IN_CHUNK keys)."""
@@ -316,4 +297,4 @@ class Lists:
         return self.db.transaction(work)
 
 
-__all__ = ["BACKEND", "LOCAL", "ListSubscription", "Lists", "MemberRow"]
+__all__ = ["BACKEND", "LOCAL", "Lists"]

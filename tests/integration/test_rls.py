@@ -27,7 +27,7 @@ LIST_HEADERS = [("Supported", "eventlist"),
 @pytest.fixture(scope="module")
 def kamailio(database):
     k = Kamailio(settings(database, rls_notify_interval=0, rls_max_document_bytes=4096,
-                          rls_max_members=6, rls_max_depth=3)).start()
+                          rls_max_members=6, rls_max_depth=3, rls_max_notify_bytes=2048)).start()
     yield k
     k.cleanup()
 
@@ -277,6 +277,34 @@ def test_a_list_subscription_stays_one_whatever_a_refresh_accepts(kamailio, data
         assert r.status == 200 and r.get("require") == "eventlist"
         n = ListNotify(ua.wait_notify(dialog.call_id, 2))     # RFC 4662 4.5: never mixed
         assert n.full and n.version == 1
+    finally:
+        ua.close()
+
+
+def test_documents_beyond_rls_max_notify_bytes_follow_in_the_next_notifies(kamailio, database,
+                                                                           owner):
+    members = [member() for _ in range(4)]
+    for m in members:
+        publish(kamailio, m, "open", note="x" * 900)     # about 1.2 KB each
+    list_uri = provision(kamailio, owner, members)
+    ua = list_ua(kamailio, owner)
+    try:
+        _, dialog = ua.subscribe(list_uri, headers=LIST_HEADERS)
+        first = ListNotify(ua.wait_notify(dialog.call_id))
+        # Full state lists every member; documents up to 2048 bytes (one at least).
+        assert first.full and list(first.resources()) == members
+        carried = [u for u, r in first.resources().items() if r["body"]]
+        assert len(carried) == 1
+        assert all(first.resources()[u]["state"] is None for u in members if u not in carried)
+        seen, n = set(carried), 1
+        while len(seen) < 4:
+            n += 1
+            partial = ListNotify(ua.wait_notify(dialog.call_id, n))
+            assert not partial.full and partial.version == n - 1
+            got = [u for u, r in partial.resources().items() if r["body"]]
+            assert len(got) == 1 and got[0] not in seen
+            seen.update(got)
+        assert n == 4
     finally:
         ua.close()
 
