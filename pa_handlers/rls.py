@@ -244,18 +244,23 @@ class ResourceListServer:
         without body."""
         if state.startswith(TERMINATED):
             return build_notify(sub, sub.local_cseq, state)
-        head, members = self.lists.of(sub.id, full)
+        head, members, docs = self.lists.of(sub.id, full)
         if head is None:
             return build_notify(sub, sub.local_cseq, state)
         return self._list_notify(sub, state, head.list_uri, head.member_type, members,
-                                 full=full or head.full_due, record=True)
+                                 full=full or head.full_due, record=True, docs=docs)
 
     def _list_notify(self, sub: Subscription, state: str, list_uri: str, member_type: str,
-                     members: list[MemberRow], full: bool, record: bool) -> Notify:
+                     members: list[MemberRow], full: bool, record: bool,
+                     docs: dict[str, bytes] | None = None) -> Notify:
+        """`docs`: the local members' documents by presentity (None: read
+        them here)."""
         pkg = package(sub.event)
-        locals_ = [m for m in members if m.source != BACKEND]
-        docs = self.lists.documents([DocumentKey(m.presentity, sub.presence_domain, pkg.name)
-                                     for m in locals_]) if locals_ else {}
+        if docs is None:
+            keys = [DocumentKey(m.presentity, sub.presence_domain, pkg.name)
+                    for m in members if m.source != BACKEND]
+            docs = {k.presentity: body for k, body in self.lists.documents(keys).items()} \
+                if keys else {}
         told, resources, deferred = [], [], []
         carried = 0
         for member in members:
@@ -294,7 +299,7 @@ class ResourceListServer:
             return rlmi.Resource(member.uri, member.name, PENDING)
         view = dataclasses.replace(sub, presentity=member.presentity, content_type=member_type,
                                    permissions=auth.permissions, status=ACTIVE)
-        document = docs.get(DocumentKey(member.presentity, sub.presence_domain, pkg.name))
+        document = docs.get(member.presentity)
         return rlmi.Resource(member.uri, member.name, ACTIVE, "", member_type,
                              pkg.documents.render(document, view))
 

@@ -120,12 +120,12 @@ class Lists:
         return self.db.transaction(work)
 
     def of(self, subscription_id: int, full: bool = False
-           ) -> tuple[ListSubscription | None, list[MemberRow]]:
-        """A list subscription and, in list order, its members: all of
-        them when its next NOTIFY carries full state (`full`, or full_due),
-        else those that changed since a NOTIFY last looked at them.  They
-        are no longer marked changed: a change from now on marks them
-        again (and the subscription pending)."""
+           ) -> tuple[ListSubscription | None, list[MemberRow], dict[str, bytes]]:
+        """A list subscription, in list order its members (all of them when
+        its next NOTIFY carries full state, `full` or full_due; else those
+        that changed since a NOTIFY last looked at them, no longer marked
+        changed: a change from now on marks them again), and the documents
+        of those that are local, by presentity."""
         def work(s):
             s.execute("SELECT subscription_id, list_uri, owner, member_type, full_due"
                       " FROM pa_rls_subscription WHERE subscription_id = %s FOR UPDATE",
@@ -133,17 +133,22 @@ class Lists:
             row = s.fetchone()
             if row is None:
                 s.rollback()
-                return None, []
+                return None, [], {}
             head = ListSubscription(*row)
-            everything = full or head.full_due
-            members, _ = s.batch(
-                ("SELECT " + _MEMBER_COLS + " FROM pa_rls_member WHERE subscription_id = %s"
-                 + ("" if everything else " AND dirty = 1") + " ORDER BY position",
+            which = "" if full or head.full_due else " AND m.dirty = 1"
+            members, docs, _ = s.batch(
+                ("SELECT " + ", ".join("m." + c for c in _MEMBER_COLS.split(", "))
+                 + " FROM pa_rls_member m WHERE m.subscription_id = %s" + which
+                 + " ORDER BY m.position", (subscription_id,)),
+                ("SELECT m.presentity, d.body FROM pa_rls_member m JOIN pa_subscription s"
+                 " ON s.id = m.subscription_id JOIN pa_document d ON d.presentity = m.presentity"
+                 " AND d.presence_domain = s.presence_domain AND d.event = s.event"
+                 " WHERE m.subscription_id = %s AND m.source = 'local'" + which,
                  (subscription_id,)),
                 ("UPDATE pa_rls_member SET dirty = 0 WHERE subscription_id = %s AND dirty = 1",
                  (subscription_id,)))
             s.commit()
-            return head, [MemberRow(*r) for r in members.rows]
+            return head, [MemberRow(*r) for r in members.rows], dict(docs.rows)
         return self.db.transaction(work)
 
     def told(self, subscription_id: int, told: list[tuple[str, str, str, str]],
