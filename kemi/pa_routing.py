@@ -95,6 +95,8 @@ class PresenceRouting:
             KSR.registrar.reg_send_reply()
             return 1
         if method == "OPTIONS":
+            # RFC 5367 5: a list server says it takes lists in SUBSCRIBEs.
+            KSR.hdr.append_to_reply("Supported: recipient-list-subscribe\r\n")
             KSR.sl.sl_send_reply(200, "OK")
             return 1
         if method == "ACK":

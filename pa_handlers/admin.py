@@ -174,6 +174,30 @@ class Admin:
             print("decisions:")
             print(table(decisions, ["watcher", "event", "status", "reason", "updated"]))
 
+    def lists(self, args) -> None:
+        """The list URIs (rls-services) and the live list subscriptions with
+        what each member was last told."""
+        now = self.now()
+        services = [dict(list=f"sip:{uri}", owner=owner) for uri, owner in self.store.list_services()]
+        subs = []
+        for list_uri, owner, watcher, event, expires_at, members in self.store.list_subscriptions(
+                args.limit):
+            subs.append(dict(list=list_uri, owner=owner or "(ad-hoc)", watcher=watcher,
+                             event=event, expires=_in(expires_at, now),
+                             members=[dict(uri=uri, source=source, state=state or "-",
+                                           reason=reason) for uri, source, state, reason
+                                      in members]))
+        if self.out.json:
+            self.out.show({"services": services, "subscriptions": subs})
+            return
+        print("services:")
+        print(table(services, ["list", "owner"]))
+        for sub in subs:
+            print()
+            print(f"{sub['list']} watched by {sub['watcher']} ({sub['event']}, owner"
+                  f" {sub['owner']}, expires in {sub['expires']}):")
+            print(table(sub["members"], ["uri", "source", "state", "reason"]))
+
     def decide(self, args, status: str, reason: str) -> None:
         presentity, watcher = aor(args.presentity), aor(args.watcher)
         self.decisions.decide(presentity, watcher, args.domain, args.event, status, reason,
@@ -292,6 +316,9 @@ def parser() -> argparse.ArgumentParser:
     command("end", "end one subscription", "call_id", domain=False)
     command("purge", "remove expired state now, telling watchers", domain=False)
     command("counts", "how much state there is", domain=False)
+    c = command("lists", "resource lists: list URIs, list subscriptions and their members'"
+                " states", domain=False)
+    c.add_argument("--limit", type=int, default=100, help="at most so many list subscriptions")
     users = sub.add_parser("user", help="SIP and XCAP users (Kamailio's subscriber table)")
     users_sub = users.add_subparsers(dest="user_command", required=True)
     users_sub.add_parser("add", help="create a user, or give it a new password (read from"

@@ -39,11 +39,12 @@ class PresenceAgent:
         self.clock = clock_of(clock)
         authorizer = Authorizer(settings, store.decisions, self.clock)
         self.notifier = Notifier(settings, store.subscriptions, store.notifications, authorizer,
-                                 self.clock)
+                                 self.clock, store.lists, store.decisions)
         self.compositor = Compositor(settings, store.documents, self.clock,
                                      self.notifier.fan_out)
         self.registrations = Registrations(settings, self.compositor, self.clock)
-        self.xcap = XcapServer(settings, store.decisions, self.clock, self.notifier.reauthorize)
+        self.xcap = XcapServer(settings, store.decisions, self.clock, self.notifier.reauthorize,
+                               store.lists, self.notifier.rls.lists_changed)
         self.tasks = store.tasks
         self._next_sweep = 0.0
         self._unanswered = 0
@@ -86,7 +87,7 @@ class PresenceAgent:
         the watcher's tag); one that answers no NOTIFY in flight changes
         nothing."""
         try:
-            return self.notifier.notify_answered(dialog, cseq, code)
+            return self.notifier.notify_answered(dialog, cseq, code) + self.notifier.rls.flush()
         except StoreUnavailable as e:
             # The NOTIFY stays in flight until its deadline: nothing is lost.
             log.warning("answer %d to NOTIFY (call-id=%s) not recorded: %s", code, dialog[0], e)
@@ -106,7 +107,10 @@ class PresenceAgent:
         """Successful answers to our NOTIFYs, (dialog, CSeq) each, collected
         over a moment (Kamailio's mqueue pa_answers): ended together."""
         try:
-            return self.notifier.notifies_answered(answers)
+            notifies = self.notifier.notifies_answered(answers)
+            # List subscriptions whose members changed while their NOTIFY
+            # was in flight go now, not at the next timer.
+            return notifies + self.notifier.rls.flush()
         except StoreUnavailable as e:
             log.warning("%d answers to NOTIFYs not recorded: %s", len(answers), e)
             return []
@@ -133,6 +137,10 @@ class PresenceAgent:
         """Called every second: the tasks other processes left, and every
         timer_interval the sweeps."""
         notifies = self.run_tasks()
+        try:
+            notifies += self.notifier.rls.flush()
+        except StoreUnavailable as e:
+            warn_outage(log, "list NOTIFYs", e)
         now = self.clock.now()
         if now < self._next_sweep:
             return notifies

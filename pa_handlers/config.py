@@ -91,6 +91,12 @@ class Settings:
     notify_udp_mtu: int = UDP_MAX_PAYLOAD
     # The event packages served (packages.py); empty: all of them.
     event_packages: tuple[str, ...] = ()
+    # The resource list server (RFC 4662, RFC 4826, RFC 5367).
+    rls_max_document_bytes: int = 64 * 1024
+    rls_max_members: int = 200
+    rls_max_depth: int = 8
+    rls_notify_interval: int = 1
+    rls_max_notify_bytes: int = 64 * 1024
 
     @property
     def default_priority(self) -> float:
@@ -289,6 +295,11 @@ _CHECKS = {
     "max_display_name": _int("max_display_name", 0, 128),
     "notify_udp_mtu": _int("notify_udp_mtu", 512, UDP_MAX_PAYLOAD),
     "event_packages": _tokens("event_packages"),
+    "rls_max_document_bytes": _int("rls_max_document_bytes", 1024, 16 * 1024 * 1024),
+    "rls_max_members": _int("rls_max_members", 1, 10000),
+    "rls_max_depth": _int("rls_max_depth", 1, 30),
+    "rls_notify_interval": _int("rls_notify_interval", 0, 3600),
+    "rls_max_notify_bytes": _int("rls_max_notify_bytes", 1024, 16 * 1024 * 1024),
 }
 
 

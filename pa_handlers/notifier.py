@@ -17,9 +17,10 @@ forged one) changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
-from . import cache, rfc6665, winfo
+from . import cache, rfc6665, rlmi, winfo
 from .authorization import Authorizer
 from .clock import Clock
 from .config import Settings
@@ -28,8 +29,10 @@ from .packages import PACKAGES, EventPackage, allow_events, enabled, package, wa
 from .records import (ACTIVE, PENDING, TERMINATED, DialogResult, DocumentKey, Notifying,
                       Subscription)
 from .sip import BadRequest, NameAddr, SipRequest, check_call_id, check_tag, choose_media_type, \
-    parse_cseq, parse_uri
-from .store import Notifications, StoreUnavailable, Subscriptions, warn_outage
+    parse_accept, parse_cseq, parse_uri
+from .resource_lists import RL_TYPE
+from .rls import ResourceListServer, is_list
+from .store import Decisions, Lists, Notifications, StoreUnavailable, Subscriptions, warn_outage
 from .subscription import build_notify, subscription_state
 
 log = logging.getLogger("pa.notifier")
@@ -40,7 +43,8 @@ TIMER_MAX_BATCHES = 10
 
 class Notifier:
     def __init__(self, settings: Settings, subscriptions: Subscriptions,
-                 notifications: Notifications, authorizer: Authorizer, clock: Clock):
+                 notifications: Notifications, authorizer: Authorizer, clock: Clock,
+                 lists: Lists, decisions: Decisions):
         self.settings = settings
         self.subscriptions = subscriptions
         self.notifications = notifications
@@ -51,6 +55,9 @@ class Notifier:
         self.served = enabled(settings)
         # The process's cache of parsed documents (pidf, presrules).
         cache.DOCUMENTS.resize(settings.cache_bytes)
+        # List subscriptions (RFC 4662): their NOTIFYs are built there.
+        self.rls = ResourceListServer(settings, lists, subscriptions, decisions, authorizer,
+                                      clock, self.deadline)
 
     def deadline(self) -> int:
         """When a NOTIFY sent now counts as unanswered."""
@@ -75,6 +82,11 @@ class Notifier:
                                           pkg.default_expires)
         if isinstance(expires, Outcome):
             return expires
+        if not to.tag:
+            listed = self.rls.initial(req, ctx, domain, pkg.name, event.id, call_id, cseq,
+                                      from_, to, expires)
+            if listed is not None:
+                return listed
         if to.tag:
             return self._in_dialog(req, ctx, pkg, event.id,
                                    (call_id, check_tag(to.tag), from_.tag), cseq, expires)
@@ -156,13 +168,17 @@ class Notifier:
 
     def _in_dialog(self, req, ctx, pkg: EventPackage, event_id: str, dialog, cseq,
                    expires: int) -> Outcome:
+        if req.body and (req.header("content-type") or "").partition(";")[0].strip().lower() \
+                == RL_TYPE:
+            # RFC 5367 5.1: a list is given once, in the initial SUBSCRIBE.
+            return reply(415)
         if expires == 0:
             # The final NOTIFY of an unsubscription goes out at once.
             done = self.subscriptions.remove(dialog, pkg.name, event_id, cseq)
             state = subscription_state(TERMINATED, 0, "timeout")
         else:
             content_type = None
-            if req.has("accept"):
+            if req.has("accept") and not _accepts_lists(req):
                 content_type = choose_media_type(req, pkg.formats)
                 if content_type is None:
                     return reply(406)
@@ -181,6 +197,14 @@ class Notifier:
             return reply(500, reason="Server Internal Error (CSeq Out Of Order)")
         sub = done.subscription
         outcome = self._ok(ctx, expires)
+        listed = is_list(sub)
+        if listed:
+            outcome.reply = dataclasses.replace(
+                outcome.reply, headers=outcome.reply.headers + (("Require", rlmi.EVENTLIST),))
+            if expires:
+                # RFC 4662 5.2: full state after every SUBSCRIBE; with a
+                # NOTIFY in flight, the one after its answer.
+                self.rls.lists.want_full(sub.id)
         if done.send_now:
             outcome.notifies.append(self._notify(sub, state, done.document))
             if expires == 0:
@@ -208,6 +232,8 @@ class Notifier:
         which RFC 6665 4.1.2.3 lets go without state).  `partial`: a NOTIFY
         that tells a change, which a package with partial state may send as
         what changed since the watcher's last acknowledged document."""
+        if is_list(sub):
+            return self.rls.notify(sub, state)
         if sub.status != ACTIVE:
             return build_notify(sub, sub.local_cseq, state)
         pkg = package(sub.event)
@@ -238,10 +264,12 @@ class Notifier:
         answer)."""
         try:
             subs, document = self.notifications.fan_out(key, self.clock.now(), self.deadline())
+            notifies = self._newest_all([Notifying(sub, document) for sub in subs])
+            # Lists with the presentity among their members.
+            return notifies + self.rls.member_changed(*key)
         except StoreUnavailable as e:
             log.warning("watchers of %s not notified: %s", key.presentity, e)
             return []
-        return self._newest_all([Notifying(sub, document) for sub in subs])
 
     def winfo_changed(self, key: DocumentKey, entries: list[winfo.WatcherEntry],
                       known_watched: bool = False) -> list[Notify]:
@@ -308,7 +336,9 @@ class Notifier:
                 notifies += self._reauthorized(sub, pkg, now, changes)
         for key, entries in changes.items():
             notifies += self.winfo_changed(key, entries)
-        return notifies
+        # Each member of a list is authorized on its own: lists that hold
+        # the presentity see the new decision too.
+        return notifies + self.rls.member_changed(presentity)
 
     def _reauthorized(self, sub: Subscription, pkg: EventPackage, now: int,
                       changes: dict) -> list[Notify]:
@@ -411,6 +441,10 @@ class Notifier:
                 count += claimed
                 for sub in gone:
                     notifies += self._watcher_gone(sub, "NOTIFY unanswered")
+                # A list's lost NOTIFY may have been partial: full state.
+                for sub, _ in again:
+                    if is_list(sub):
+                        self.rls.lists.want_full(sub.id)
                 notifies += self._newest_all(again)
                 if claimed < TIMER_BATCH:
                     break
@@ -468,6 +502,12 @@ class Notifier:
         except StoreUnavailable as e:
             warn_outage(log, "pres-rules refresh", e)
         return notifies
+
+
+def _accepts_lists(req: SipRequest) -> bool:
+    """Whether a refresh's Accept is a list subscriber's (RFC 4662 4.3:
+    multipart/related): then the members' type stays as negotiated."""
+    return any(r.type == rlmi.MULTIPART for r in parse_accept(req.header_list("accept")))
 
 
 def _refused(outcome: Outcome, detail: str, presentity: str, watcher: str) -> Outcome:

@@ -149,6 +149,32 @@ class StoredDocument(NamedTuple):
     body: bytes | None
 
 
+# -- the resource list server (RFC 4662) ------------------------------------------
+
+class ListSubscription(NamedTuple):
+    """What makes a subscription a list subscription."""
+    subscription_id: int
+    list_uri: str
+    owner: str          # '' for an ad-hoc list (RFC 5367)
+    member_type: str
+    full_due: bool
+
+
+class MemberRow(NamedTuple):
+    """A member of a list subscription as stored."""
+    uri: str
+    presentity: str
+    name: str
+    source: str
+    state: str          # the external source's (source 'backend')
+    reason: str
+    content_type: str
+    body: bytes | None
+    sent_state: str
+    sent_reason: str
+    sent_digest: str
+
+
 # -- work for Kamailio from other processes ----------------------------------------
 
 class TaskKind(str, enum.Enum):

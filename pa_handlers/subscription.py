@@ -4,6 +4,7 @@ and the NOTIFY requests the notifier sends in it."""
 from __future__ import annotations
 
 from .messages import Notify
+from .rlmi import EVENTLIST, MULTIPART
 from .records import ACTIVE, PENDING, TERMINATED, Subscription
 from .sip import parse_name_addr, parse_uri, split_list
 
@@ -47,6 +48,9 @@ def build_notify(sub: Subscription, cseq: int, state: str,
         f"Event: {sub.event_header}",
         f"Subscription-State: {state}",
     ]
+    if sub.content_type == MULTIPART:
+        # RFC 4662 4.1: every NOTIFY of a list subscription.
+        lines.append(f"Require: {EVENTLIST}")
     if body:
         lines.append(f"Content-Type: {content_type}")
     return Notify(ruri=ruri, nexthop=nexthop, socket=sub.socket,

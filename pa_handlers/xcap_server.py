@@ -9,6 +9,14 @@ the owner's SIP credentials (Kamailio's subscriber table); 'none' trusts
 everyone (only for networks where something in front authenticates).
 
 A change re-evaluates at once every watcher of the owner.
+
+The resource list server's documents (RFC 4826) live here too, with the
+same authentication, each user's own:
+    /xcap-root/resource-lists/users/{xui}/index   its lists
+    /xcap-root/rls-services/users/{xui}/index     its list URIs
+    /xcap-root/rls-services/global/index          the union (GET only;
+                                                  only with xcap_auth none)
+A change takes effect at once on the owner's live list subscriptions.
 """
 
 from __future__ import annotations
@@ -20,12 +28,13 @@ import re
 import secrets
 from typing import Callable
 
-from . import presrules
+from . import presrules, resource_lists
 from .authorization import PRES_RULES, owner_of, path_pattern
 from .config import Settings
 from .digest import Digest, WrongTarget
 from .messages import Notify
-from .store import Decisions
+from .resource_lists import RESOURCE_LISTS, RLS_SERVICES, InvalidDocument, ListError
+from .store import Decisions, Lists
 
 log = logging.getLogger("pa.xcap")
 
@@ -35,6 +44,16 @@ ERROR_NS = "urn:ietf:params:xml:ns:xcap-error"
 NONCE_SECRET = "xcap_nonce"
 # A request-target as RFC 3986 allows it: visible ASCII, nothing else.
 _REQUEST_TARGET = re.compile(r"[\x21-\x7e]+")
+# The resource list server's documents (RFC 4826 3.4.8, 4.4.8).
+LIST_PATHS = {
+    RESOURCE_LISTS: path_pattern("/xcap-root/resource-lists/users/{xui}/index"),
+    RLS_SERVICES: path_pattern("/xcap-root/rls-services/users/{xui}/index"),
+}
+GLOBAL_SERVICES = "/xcap-root/rls-services/global/index"
+CONTENT_TYPES = {PRES_RULES: presrules.CONTENT_TYPE, RESOURCE_LISTS: resource_lists.RL_TYPE,
+                 RLS_SERVICES: resource_lists.RLS_TYPE}
+# At most so many users' services in the global index.
+GLOBAL_LIMIT = 10000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +77,11 @@ def _error(code: int, reason: str, *headers: tuple[str, str]) -> HttpReply:
     return HttpReply(code, reason, headers=headers)
 
 
-def _conflict(condition: str) -> HttpReply:
+def _conflict(condition: str, inner: str = "", phrase: str = "") -> HttpReply:
+    attr = f' phrase="{phrase}"' if phrase else ""
+    element = f"<{condition}{attr}>{inner}</{condition}>" if inner else f"<{condition}{attr}/>"
     body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<xcap-error xmlns="{ERROR_NS}">'
-            f"<{condition}/></xcap-error>\n").encode()
+            f"{element}</xcap-error>\n").encode()
     return HttpReply(409, "Conflict", XCAP_ERROR, body)
 
 
@@ -85,9 +106,12 @@ def _allowed(headers: dict[str, str]):
 
 class XcapServer:
     def __init__(self, settings: Settings, decisions: Decisions, clock: Callable[[], float],
-                 reauthorize: Callable[[str], list[Notify]]):
+                 reauthorize: Callable[[str], list[Notify]], lists: Lists,
+                 lists_changed: Callable[[str], list[Notify]]):
         self.settings = settings
         self.decisions = decisions
+        self.lists = lists
+        self.lists_changed = lists_changed
         self.clock = clock
         self.reauthorize = reauthorize
         self.pattern = path_pattern(settings.xcap_document_path)
@@ -107,7 +131,13 @@ class XcapServer:
     def handle(self, req: HttpRequest) -> tuple[HttpReply, list[Notify]]:
         if not _REQUEST_TARGET.fullmatch(req.path):
             return _error(400, "Bad Request"), []
-        match = self.pattern.match(req.path.partition("?")[0])
+        path = req.path.partition("?")[0]
+        if path == GLOBAL_SERVICES:
+            return self._global(req), []
+        auid, match = PRES_RULES, self.pattern.match(path)
+        for name, pattern in LIST_PATHS.items():
+            if match is None:
+                auid, match = name, pattern.match(path)
         owner = owner_of(match) if match else None
         if owner is None:
             return _error(404, "Not Found"), []
@@ -117,10 +147,12 @@ class XcapServer:
         if denied is not None:
             return denied, []
         if req.method == "GET":
-            return self._get(req, owner), []
+            return self._get(req, owner, auid), []
         if req.method == "PUT":
+            if auid != PRES_RULES:
+                return self._put_list(req, owner, auid)
             return self._put(req, owner)
-        return self._delete(req, owner)
+        return self._delete(req, owner, auid)
 
     def _authenticate(self, req: HttpRequest, owner: str) -> HttpReply | None:
         if self.settings.xcap_auth == "none":
@@ -143,14 +175,26 @@ class XcapServer:
     def _first_use(self, nonce: str, nc: int, expiry: int) -> bool:
         return self.decisions.first_nonce_use(nonce, nc, expiry, int(self.clock()))
 
-    def _get(self, req: HttpRequest, owner: str) -> HttpReply:
-        doc = self.decisions.xcap_document(owner, PRES_RULES)
+    def _global(self, req: HttpRequest) -> HttpReply:
+        """The read-only union of every user's services (RFC 4826 4.4.9):
+        only trusted RLSs may read it, and this one reads the users'
+        documents itself, so over HTTP only without authentication."""
+        if req.method != "GET":
+            return _error(405, "Method Not Allowed", ("Allow", "GET"))
+        if self.settings.xcap_auth != "none":
+            return _error(403, "Forbidden")
+        body = resource_lists.service_document(self.lists.all_documents(RLS_SERVICES,
+                                                                        GLOBAL_LIMIT))
+        return HttpReply(200, "OK", resource_lists.RLS_TYPE, body)
+
+    def _get(self, req: HttpRequest, owner: str, auid: str = PRES_RULES) -> HttpReply:
+        doc = self.decisions.xcap_document(owner, auid)
         if doc is None or not doc.body:
             return _error(404, "Not Found")
         etag, body = doc.etag, doc.body
         if etag in _etags(req.headers.get("if-none-match")):
             return _error(304, "Not Modified", ("ETag", f'"{etag}"'))
-        return HttpReply(200, "OK", presrules.CONTENT_TYPE, body, (("ETag", f'"{etag}"'),))
+        return HttpReply(200, "OK", CONTENT_TYPES[auid], body, (("ETag", f'"{etag}"'),))
 
     def _put(self, req: HttpRequest, owner: str) -> tuple[HttpReply, list[Notify]]:
         media = req.headers.get("content-type", "").partition(";")[0].strip().lower()
@@ -175,12 +219,75 @@ class XcapServer:
                           headers=(("ETag", f'"{etag}"'),))
         return reply, self.reauthorize(owner)
 
-    def _delete(self, req: HttpRequest, owner: str) -> tuple[HttpReply, list[Notify]]:
-        result = self.decisions.write_xcap_document(owner, PRES_RULES, None, "",
-                                                _allowed(req.headers), int(self.clock()))
+    def _put_list(self, req: HttpRequest, owner: str,
+                  auid: str) -> tuple[HttpReply, list[Notify]]:
+        """PUT of a resource-lists or rls-services document: valid, free of
+        loops, each list within the limits, each service URI nobody else
+        claims (RFC 4826 4.4.5: 409)."""
+        s = self.settings
+        media = req.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != CONTENT_TYPES[auid]:
+            return _error(415, "Unsupported Media Type"), []
+        keys: list[str] = []
+        try:
+            if auid == RESOURCE_LISTS:
+                root = resource_lists.parse_resource_lists(req.body, s.rls_max_document_bytes)
+                resource_lists.check_resource_lists(root, owner, s.rls_max_document_bytes,
+                                                    s.rls_max_depth, s.rls_max_members)
+                # The owner's services as they would be with the new lists.
+                stored = self.decisions.xcap_document(owner, RLS_SERVICES)
+                services = resource_lists.parse_rls_services(
+                    stored.body, s.rls_max_document_bytes) if stored and stored.body else {}
+                lists_body = req.body
+            else:
+                services = resource_lists.parse_rls_services(req.body, s.rls_max_document_bytes)
+                keys = list(services)
+                stored = self.decisions.xcap_document(owner, RESOURCE_LISTS)
+                lists_body = stored.body if stored else None
+            for service in services.values():
+                resource_lists.resolve_service(
+                    service, owner, lambda: lists_body, s.rls_max_document_bytes,
+                    s.rls_max_depth, s.rls_max_members)
+        except InvalidDocument as e:
+            if e.too_large:
+                return _error(413, "Request Entity Too Large"), []
+            return _conflict(e.condition, phrase=e.reason), []
+        except ListError as e:
+            return _conflict("constraint-failure", phrase=e.detail), []
+        etag = secrets.token_urlsafe(12)
+        now = int(self.clock())
+        if auid == RLS_SERVICES:
+            result = self.lists.write_services(owner, auid, req.body, etag, keys,
+                                               _allowed(req.headers), now)
+        else:
+            result = self.decisions.write_xcap_document(owner, auid, req.body, etag,
+                                                        _allowed(req.headers), now)
+        if result == "precondition":
+            return _error(412, "Precondition Failed"), []
+        if result.startswith("conflict"):
+            taken = result.partition(" ")[2]
+            return _conflict("uniqueness-failure",
+                             f'<exists field="rls-services/service/@uri"/>',
+                             phrase=f"sip:{taken} belongs to another user"), []
+        log.info("XCAP %s of %s %s", auid, owner, result)
+        reply = HttpReply(201 if result == "created" else 200,
+                          "Created" if result == "created" else "OK",
+                          headers=(("ETag", f'"{etag}"'),))
+        return reply, self.lists_changed(owner)
+
+    def _delete(self, req: HttpRequest, owner: str,
+                auid: str = PRES_RULES) -> tuple[HttpReply, list[Notify]]:
+        if auid == RLS_SERVICES:
+            result = self.lists.write_services(owner, auid, None, "", [],
+                                               _allowed(req.headers), int(self.clock()))
+        else:
+            result = self.decisions.write_xcap_document(owner, auid, None, "",
+                                                        _allowed(req.headers), int(self.clock()))
         if result == "precondition":
             return _error(412, "Precondition Failed"), []
         if result == "missing":
             return _error(404, "Not Found"), []
-        log.info("XCAP pres-rules of %s deleted", owner)
+        log.info("XCAP %s of %s deleted", auid, owner)
+        if auid != PRES_RULES:
+            return HttpReply(200, "OK"), self.lists_changed(owner)
         return HttpReply(200, "OK"), self.reauthorize(owner)

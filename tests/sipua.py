@@ -434,3 +434,73 @@ class SipUA:
         before = len(self.notifies(call_id))
         time.sleep(seconds)
         return self.notifies(call_id)[before:]
+
+
+RLMI_NS = "urn:ietf:params:xml:ns:rlmi"
+
+
+def multipart(msg: Message) -> tuple[dict[str, str], list[tuple[dict[str, str], bytes]]]:
+    """The parameters of a multipart NOTIFY's Content-Type and its parts,
+    (lower-case headers, body) each (RFC 2046 5.1)."""
+    content_type = msg.get("content-type") or ""
+    media, _, rest = content_type.partition(";")
+    assert media.strip().lower().startswith("multipart/"), content_type
+    params = {}
+    for item in rest.split(";"):
+        name, eq, value = item.strip().partition("=")
+        if eq:
+            params[name.strip().lower()] = value.strip().strip('"')
+    delimiter = b"--" + params["boundary"].encode()
+    body = msg.body
+    assert body.rstrip().endswith(delimiter + b"--"), "no close delimiter"
+    parts = []
+    for chunk in body.split(delimiter)[1:-1]:
+        chunk = chunk.removeprefix(b"\r\n").removesuffix(b"\r\n")
+        head, _, content = chunk.partition(b"\r\n\r\n")
+        headers = {}
+        for line in head.decode().split("\r\n"):
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        parts.append((headers, content))
+    return params, parts
+
+
+class ListNotify:
+    """A list NOTIFY (RFC 4662) read: the RLMI root and the members'
+    documents by Content-ID."""
+
+    def __init__(self, msg: Message):
+        from lxml import etree
+        self.msg = msg
+        self.params, parts = multipart(msg)
+        by_cid = {h.get("content-id", "").strip("<>"): (h, b) for h, b in parts}
+        root_headers, root_body = by_cid[self.params["start"].strip("<>")]
+        assert root_headers["content-type"] == "application/rlmi+xml"
+        self.parts = by_cid
+        self.rlmi = etree.fromstring(root_body)
+        assert self.rlmi.tag == f"{{{RLMI_NS}}}list"
+
+    @property
+    def version(self) -> int:
+        return int(self.rlmi.get("version"))
+
+    @property
+    def full(self) -> bool:
+        return self.rlmi.get("fullState") == "true"
+
+    def resources(self) -> dict[str, dict]:
+        """uri -> {name, state, reason, cid, body} of each resource."""
+        out = {}
+        for r in self.rlmi.findall(f"{{{RLMI_NS}}}resource"):
+            instance = r.find(f"{{{RLMI_NS}}}instance")
+            entry = {"name": r.findtext(f"{{{RLMI_NS}}}name"), "state": None, "reason": None,
+                     "cid": None, "body": None}
+            if instance is not None:
+                entry.update(state=instance.get("state"), reason=instance.get("reason"),
+                             cid=instance.get("cid"))
+                if entry["cid"]:
+                    headers, body = self.parts[entry["cid"]]
+                    entry["body"] = body
+                    entry["type"] = headers.get("content-type")
+            out[r.get("uri")] = entry
+        return out

@@ -10,6 +10,7 @@ the gateway's objects.
     decisions       authorization: decisions, XCAP documents, nonces, secrets, credentials
     tasks           work left for Kamailio by processes that cannot send SIP
     xmpp            the XMPP gateway's links and resources
+    lists           the resource list server: list URIs, list subscriptions, members
     admin           pa-admin, statistics, users, the schema
     native          import from Kamailio's native presence
 """
@@ -20,6 +21,7 @@ from .admin import Admin, Counts
 from .db import Database, StoreUnavailable, warn_outage
 from .decisions import Decisions
 from .documents import Documents
+from .lists import Lists
 from .native import ImportedDecision, ImportedPublication, Native
 from .notifications import Notifications
 from .subscriptions import Subscriptions
@@ -27,11 +29,11 @@ from .tasks import Tasks
 from .xmpp import Xmpp
 
 __all__ = ["SCHEMA_VERSION", "Admin", "Counts", "Database", "Decisions", "Documents",
-           "ImportedDecision", "ImportedPublication", "Native", "Notifications", "Store",
+           "ImportedDecision", "ImportedPublication", "Lists", "Native", "Notifications", "Store",
            "StoreUnavailable", "Subscriptions", "Tasks", "Xmpp", "warn_outage"]
 
 # The schema version this code needs (the newest file of sql/).
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class Store:
@@ -48,3 +50,4 @@ class Store:
         self.xmpp = Xmpp(db)
         self.admin = Admin(db)
         self.native = Native(db)
+        self.lists = Lists(db)

@@ -162,3 +162,30 @@ class Admin:
                       " ORDER BY domain, username", (f"%{like}%",))
             return [dict(user=f"{u}@{d}") for u, d in s.fetchall()]
         return self.db.run(work)
+
+    # -- resource lists -----------------------------------------------------------------------
+
+    def list_subscriptions(self, limit: int) -> list[tuple]:
+        """Each list subscription with its members' last told states:
+        (list_uri, owner, watcher, event, expires_at, [(uri, source,
+        sent_state, sent_reason)])."""
+        def work(s):
+            s.execute("SELECT r.subscription_id, r.list_uri, r.owner, s.watcher, s.event,"
+                      " s.expires_at FROM pa_rls_subscription r JOIN pa_subscription s"
+                      " ON s.id = r.subscription_id ORDER BY r.list_uri, s.watcher LIMIT %s",
+                      (limit,))
+            heads = s.fetchall()
+            out = []
+            for head in heads:
+                s.execute("SELECT uri, source, sent_state, sent_reason FROM pa_rls_member"
+                          " WHERE subscription_id = %s ORDER BY position", (head[0],))
+                out.append((*head[1:], s.fetchall()))
+            return out
+        return self.db.run(work)
+
+    def list_services(self) -> list[tuple[str, str]]:
+        """Every list URI with its owner."""
+        def work(s):
+            s.execute("SELECT uri, owner FROM pa_rls_service ORDER BY uri")
+            return list(s.fetchall())
+        return self.db.run(work)

@@ -47,9 +47,13 @@ def select_documents(keys: list[DocumentKey]) -> Statement:
 
 
 def select_watched(key: DocumentKey) -> Statement:
-    """Whether anyone actively watches `key`."""
+    """Whether anyone actively watches `key`: a subscription to it, or a
+    list subscription with it among its local members."""
     return ("SELECT EXISTS (SELECT 1 FROM pa_subscription WHERE presentity = %s"
-            " AND presence_domain = %s AND event = %s AND status = 'active')", tuple(key))
+            " AND presence_domain = %s AND event = %s AND status = 'active')"
+            " OR EXISTS (SELECT 1 FROM pa_rls_member m JOIN pa_subscription s"
+            " ON s.id = m.subscription_id WHERE m.presentity = %s AND m.source = 'local'"
+            " AND s.presence_domain = %s AND s.event = %s)", tuple(key) + tuple(key))
 
 
 def body_of(result) -> bytes | None:

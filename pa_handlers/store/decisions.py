@@ -12,7 +12,7 @@ from ..records import Decision, TaskKind, XcapDocument
 from .common import INSERT_TASK
 from .db import Database
 
-_SAVE_XCAP = ("INSERT INTO pa_xcap_document (owner, auid, etag, body, fetched_at)"
+SAVE_XCAP = ("INSERT INTO pa_xcap_document (owner, auid, etag, body, fetched_at)"
               " VALUES (%s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE etag = VALUES(etag),"
               " body = VALUES(body), fetched_at = VALUES(fetched_at)")
 
@@ -65,7 +65,7 @@ class Decisions:
 
     def save_xcap_document(self, owner: str, auid: str, etag: str, body: bytes,
                            now: int) -> None:
-        self.db.run(lambda s: s.execute(_SAVE_XCAP, (owner, auid, etag, body, now)))
+        self.db.run(lambda s: s.execute(SAVE_XCAP, (owner, auid, etag, body, now)))
 
     def touch_xcap_document(self, owner: str, auid: str, now: int) -> None:
         self.db.run(lambda s: s.execute(
@@ -89,7 +89,7 @@ class Decisions:
                 s.batch(("DELETE FROM pa_xcap_document WHERE owner = %s AND auid = %s",
                          (owner, auid)), commit=True)
                 return "deleted"
-            s.batch((_SAVE_XCAP, (owner, auid, etag, body, now)), commit=True)
+            s.batch((SAVE_XCAP, (owner, auid, etag, body, now)), commit=True)
             return "created" if current is None else "replaced"
         return self.db.transaction(work)
 

@@ -22,7 +22,7 @@ from .db import Database, placeholders
 # A new subscription, in flight until its first NOTIFY is answered, if its
 # watcher and its presentity's event have fewer subscriptions than their
 # limits (both counts through an index).
-_INSERT_LIMITED = ("INSERT INTO pa_subscription (" + ", ".join(INSERT_COLS)
+INSERT_LIMITED = ("INSERT INTO pa_subscription (" + ", ".join(INSERT_COLS)
                    + ", created_at, notify_deadline, sent_version) SELECT "
                    + ", ".join(["%s"] * (len(INSERT_COLS) + 2))
                    + ", COALESCE((SELECT version FROM pa_document WHERE presentity = %s"
@@ -62,7 +62,7 @@ class Subscriptions:
         after the subscription exists, no concurrent change of the document
         can fall between this read and its fan-out."""
         key = sub.key
-        statements = [(_INSERT_LIMITED, [getattr(sub, c) for c in INSERT_COLS]
+        statements = [(INSERT_LIMITED, [getattr(sub, c) for c in INSERT_COLS]
                        + [now, deadline, *key, sub.watcher, limits[0], *key, limits[1]])]
         statements += _document_and_watched(key, with_document, winfo_event)
 
@@ -104,7 +104,9 @@ class Subscriptions:
                 # A SUBSCRIBE-triggered NOTIFY carries full state (told 0).
                 ("UPDATE pa_subscription SET expires_at = %s, told_version = 0,"
                  " remote_target = COALESCE(%s, remote_target),"
-                 " content_type = COALESCE(%s, content_type), remote_cseq = %s, "
+                 # A list subscription stays one (RFC 4662 4.5): its type never changes.
+                 " content_type = IF(content_type = 'multipart/related', content_type,"
+                 " COALESCE(%s, content_type)), remote_cseq = %s, "
                  + NOTIFY_OR_DIRTY +
                  " WHERE " + DIALOG + " AND event = %s AND event_id = %s AND remote_cseq < %s",
                  (expires_at, remote_target, content_type, remote_cseq, deadline,
