@@ -19,6 +19,7 @@ all did and a further `expiry_linger` seconds passed (a second node's
 sweep would send a duplicate within one period), or until the deadline.
 
 Standalone: python3 bench/fanout.py --port 35060 --watchers 200
+       (two nodes: --port 35060 35062 --expiring 100)
 """
 
 from __future__ import annotations
@@ -344,13 +345,21 @@ def run(port: int | list[int], watchers: int, expiring: int = 0, expiry_seconds:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, required=True, help="the presence server's UDP port on 127.0.0.1")
+    parser.add_argument("--port", type=int, required=True, nargs="+",
+                        help="the presence server's UDP port on 127.0.0.1 (several: nodes of one cluster)")
     parser.add_argument("--watchers", type=int, default=200)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--subscribe-rate", type=float, default=200.0)
+    parser.add_argument("--expiring", type=int, default=0,
+                        help="subscriptions whose single final NOTIFY is checked")
+    parser.add_argument("--expiry-seconds", type=int, default=20)
+    parser.add_argument("--expiry-period", type=float, default=10.0,
+                        help="how often the server sweeps expired subscriptions")
     args = parser.parse_args()
-    print(json.dumps(run(args.port, args.watchers, steps=args.steps,
-                         subscribe_rate=args.subscribe_rate), indent=2))
+    print(json.dumps(run(args.port, args.watchers, expiring=args.expiring,
+                         expiry_seconds=args.expiry_seconds, steps=args.steps,
+                         subscribe_rate=args.subscribe_rate, expiry_period=args.expiry_period),
+                     indent=2))
 
 
 if __name__ == "__main__":

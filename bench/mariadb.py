@@ -60,6 +60,8 @@ class MariaDB:
             # No reverse DNS for the 127.0.0.1 connections of Kamailio.
             "--skip-name-resolve",
             f"--pid-file={os.path.join(self.dir, 'mariadbd.pid')}",
+            # Temporary tables of its own: nobody else's /tmp cleaning.
+            f"--tmpdir={self.dir}",
             f"--log-error={self.log_path}",
         ]
         if flush_log_at_trx_commit is not None:

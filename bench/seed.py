@@ -159,9 +159,11 @@ def store_subscriptions(conn, count: int, port: int, presentities: int = 5000,
 
 
 def clone_exprs(columns: dict[str, tuple], user: str, overrides: dict[str, str]) -> dict[str, str]:
-    """Column -> expression copying the template row `t` with every
-    "TEMPLATE_USER@" of its text replaced by "<user><seq>@"; `overrides`
-    take precedence; auto-increment columns are left to the table."""
+    """Column -> expression copying the template row (passed as the
+    parameters %(column)s) with every "TEMPLATE_USER@" of its text replaced
+    by "<user><seq>@"; `overrides` take precedence; auto-increment columns
+    are left to the table.  (Parameters, not a join with the template's
+    table: MariaDB would copy that table to a temporary one first.)"""
     exprs = {}
     for name, (_, _, extra, data_type) in columns.items():
         if "auto_increment" in extra:
@@ -169,11 +171,26 @@ def clone_exprs(columns: dict[str, tuple], user: str, overrides: dict[str, str])
         if name in overrides:
             exprs[name] = overrides[name]
         elif data_type in ("varchar", "char", "text", "mediumtext", "blob", "mediumblob", "longblob"):
-            exprs[name] = (f"REPLACE(t.{name}, {literal(TEMPLATE_USER + '@')}, "
+            exprs[name] = (f"REPLACE(%({name})s, {literal(TEMPLATE_USER + '@')}, "
                            f"{concat(user, ('sql', 'seq'), '@')})")
         else:
-            exprs[name] = f"t.{name}"
+            exprs[name] = f"%({name})s"
     return exprs
+
+
+def _template(cur, table: str, where: str, value) -> dict:
+    cur.execute(f"SELECT * FROM {table} WHERE {where} LIMIT 1", (value,))
+    row = cur.fetchone()
+    if not row:
+        raise RuntimeError(f"no row of {TEMPLATE_USER} in {table} to clone")
+    return {d[0].lower(): v for d, v in zip(cur.description, row)}
+
+
+def _bulk_clone(cur, table: str, exprs: dict[str, str], template: dict, count: int) -> None:
+    cur.execute("SET SESSION unique_checks = 0, foreign_key_checks = 0")
+    for first, last in chunks(count):
+        cur.execute(insert_select(table, exprs, first, last), template)
+    cur.execute("SET SESSION unique_checks = 1, foreign_key_checks = 1")
 
 
 def store_publications(conn, count: int, user: str = "flatpub") -> None:
@@ -181,23 +198,14 @@ def store_publications(conn, count: int, user: str = "flatpub") -> None:
     `<user>0..`, cloned from those of TEMPLATE_USER (which publish_all must
     have published), expiring far in the future."""
     with conn.cursor() as cur:
-        cur.execute("SELECT id FROM pa_publication WHERE presentity LIKE %s ORDER BY id LIMIT 1",
-                    (f"%{TEMPLATE_USER}@%",))
-        row = cur.fetchone()
-        if not row:
-            raise RuntimeError(f"no publication of {TEMPLATE_USER} to clone")
+        template = _template(cur, "pa_publication", "presentity LIKE %s", f"%{TEMPLATE_USER}@%")
         publication = clone_exprs(_columns(cur, "pa_publication"), user, {
-            "etag": concat(("sql", "LEFT(t.etag, 40)"), "-", ("sql", "seq")),
+            "etag": concat(("sql", "LEFT(%(etag)s, 40)"), "-", ("sql", "seq")),
             "expires_at": literal(FAR_FUTURE)})
-        _bulk(cur, "pa_publication", publication, count, "pa_publication t", f"t.id = {int(row[0])}")
-        document = clone_exprs(_columns(cur, "pa_document"), user, {})
-        cur.execute("SELECT presentity FROM pa_document WHERE presentity LIKE %s LIMIT 1",
-                    (f"%{TEMPLATE_USER}@%",))
-        row = cur.fetchone()
-        if not row:
-            raise RuntimeError(f"no document of {TEMPLATE_USER} to clone")
-        _bulk(cur, "pa_document", document, count, "pa_document t",
-              f"t.presentity = {literal(row[0])}")
+        _bulk_clone(cur, "pa_publication", publication, template, count)
+        template = _template(cur, "pa_document", "presentity LIKE %s", f"%{TEMPLATE_USER}@%")
+        _bulk_clone(cur, "pa_document", clone_exprs(_columns(cur, "pa_document"), user, {}),
+                    template, count)
 
 
 def store_watched(conn, presentities: int, watchers_each: int, port: int,

@@ -117,14 +117,18 @@ def test_clones_replace_the_template_user_keep_other_columns_and_skip_the_id():
                "parts": ("NO", None, "", "mediumblob"),
                "expires_at": ("NO", None, "", "int"),
                "etag": ("NO", None, "", "varchar")}
-    exprs = seed.clone_exprs(columns, "flatpub", {"etag": "CONCAT(t.etag, seq)"})
+    exprs = seed.clone_exprs(columns, "flatpub", {"etag": "CONCAT(%(etag)s, seq)"})
     assert "id" not in exprs
-    assert exprs["presentity"] == "REPLACE(t.presentity, 'pres0@', CONCAT('flatpub', seq, '@'))"
-    assert exprs["parts"].startswith("REPLACE(t.parts, ")
-    assert exprs["expires_at"] == "t.expires_at"
-    assert exprs["etag"] == "CONCAT(t.etag, seq)"
-    sql = seed.insert_select("pa_publication", exprs, 0, 999, "pa_publication t", "t.id = 7")
-    assert sql.endswith(" FROM seq_0_to_999, pa_publication t WHERE t.id = 7")
+    assert exprs["presentity"] == "REPLACE(%(presentity)s, 'pres0@', CONCAT('flatpub', seq, '@'))"
+    assert exprs["parts"].startswith("REPLACE(%(parts)s, ")
+    assert exprs["expires_at"] == "%(expires_at)s"
+    assert exprs["etag"] == "CONCAT(%(etag)s, seq)"
+    sql = seed.insert_select("pa_publication", exprs, 0, 999)
+    assert sql.endswith(" FROM seq_0_to_999")
+    # The template's values are the statement's parameters.
+    assert (sql % {"presentity": "'pres0@127.0.0.1'", "parts": "'{}'", "expires_at": 9, "etag": "'e'"}
+            ).startswith("INSERT INTO pa_publication (presentity, parts, expires_at, etag) SELECT "
+                         "REPLACE('pres0@127.0.0.1', 'pres0@', CONCAT('flatpub', seq, '@')), ")
 
 
 def _part(calls, successful, passed=True, reason="ok", **extra):
