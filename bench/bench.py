@@ -335,6 +335,9 @@ class Bench:
                 store(conn, port)
                 seeded["s"] = round(time.monotonic() - t0, 1)
 
+            # A fresh mariadbd: its RSS below is this case's, not the
+            # high-water mark of the cases before.
+            self.db.restart()
             with self.server("ours", seed_presentities=True, stored=timed) as (k, cpu):
                 step = self.measure(op, k.port, cpu, rate)
                 with self.db.connect() as conn:

@@ -67,7 +67,9 @@ for _kind, _label, _op in FLAT_ROWS:
         (f"FLAT.{_kind}.ratio", _bench, "many / few (flat: <= 1.10)", ("FLAT", _kind, "ratio"), "{:.3f}"),
         (f"FLAT.{_kind}.db", _bench, "database size with {many} stored (MB, data + index)",
          ("FLAT", _kind, "many", "db_mb"), "{:.0f}"),
-        (f"FLAT.{_kind}.rss", _bench, "mariadbd RSS with {many} stored (MB)",
+        (f"FLAT.{_kind}.rss_few", _bench, "mariadbd RSS with {few} stored (MB, restarted for each case)",
+         ("FLAT", _kind, "few", "mariadb_rss_mb"), "{:.0f}"),
+        (f"FLAT.{_kind}.rss", _bench, "mariadbd RSS with {many} stored (MB, restarted for each case)",
          ("FLAT", _kind, "many", "mariadb_rss_mb"), "{:.0f}"),
         (f"FLAT.{_kind}.seed", _bench, "seconds to store {many} rows", ("FLAT", _kind, "many", "seed_s"), "{:.0f}"),
     ]
