@@ -62,6 +62,9 @@ class MariaDB:
             f"--pid-file={os.path.join(self.dir, 'mariadbd.pid')}",
             # Temporary tables of its own: nobody else's /tmp cleaning.
             f"--tmpdir={self.dir}",
+            # A restart (FLAT, before each case) starts with an empty buffer
+            # pool, not the pages the previous case left.
+            "--innodb-buffer-pool-dump-at-shutdown=0", "--innodb-buffer-pool-load-at-startup=0",
             f"--log-error={self.log_path}",
         ]
         if flush_log_at_trx_commit is not None:
