@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import secrets
 import select
 import time
@@ -37,6 +38,7 @@ import sipmsg
 
 PRESENTITY = "sip:fanout@127.0.0.1"
 EXPIRING_PRESENTITY = "sip:fanout-expiry@127.0.0.1"
+STEP_NOTE = re.compile(rb">bench-step-(\d+)<")
 RETRANSMIT_AFTER = 1.0
 MAX_TRIES = 5
 
@@ -67,6 +69,9 @@ class Fanout:
         # Per step: the call-ids that got its NOTIFY; set by _on_notify.
         self.marker: bytes | None = None
         self.marked: set[str] = set()
+        # NOTIFYs with a step's note (call-id, CSeq), over all steps: more
+        # than one per watcher and step is the same change notified twice.
+        self.step_notifies: set[tuple[str, str, bytes]] = set()
         self.last_marked_at = 0.0
         self.subscribed: set[str] = set()   # NOTIFY with a document received
         self.pub_reply: sipmsg.Message | None = None
@@ -126,6 +131,9 @@ class Fanout:
         self.distinct_notifies.add((call_id, msg.header("cseq")))
         if msg.body and b"<presence" in msg.body:
             self.subscribed.add(call_id)
+        step = STEP_NOTE.search(msg.body)
+        if step:
+            self.step_notifies.add((call_id, msg.header("cseq"), step.group(1)))
         if self.marker and self.marker in msg.body and call_id not in self.marked:
             self.marked.add(call_id)
             self.last_marked_at = time.monotonic()
@@ -305,6 +313,9 @@ class Fanout:
             # Distinct NOTIFYs (by dialog and CSeq) sent to the watchers
             # per PUBLISH: one per watcher when none is merged or lost.
             notifies_per_publish=round(notified / len(latencies), 1) if latencies else None,
+            # Of those, the ones that repeated a step's change to a watcher
+            # that had it already (in a NOTIFY of another CSeq).
+            duplicate_notifies=repeated_changes(self.step_notifies),
             p50_ms=round(percentile(done, 50) * 1000, 2) if done else None,
             p99_ms=round(percentile(done, 99) * 1000, 2) if done else None,
             notifies_per_s=round(len(expected) * len(done) / (ended - started), 1) if done else None,
@@ -320,6 +331,12 @@ class Fanout:
         if self.expiring_n:
             result["expiry"] = self.expiry_result(expiring_at)
         return result
+
+
+def repeated_changes(notifies: set[tuple[str, str, bytes]]) -> int:
+    """NOTIFYs (call-id, CSeq, step) that told a watcher a step it had
+    already been told in another NOTIFY."""
+    return len(notifies) - len({(call_id, step) for call_id, _, step in notifies})
 
 
 def is_terminated(subscription_state: str) -> bool:

@@ -47,6 +47,8 @@ ROWS = [
      ("B4", "fanout", "cpu_per_1000"), "{:.3g}"),
     ("B4.fanout.npp", "B4 two nodes, one database", "fan-out: NOTIFYs per PUBLISH (distinct)",
      ("B4", "fanout", "notifies_per_publish"), "{:.1f}"),
+    ("B4.fanout.dup", "B4 two nodes, one database", "fan-out: NOTIFYs repeating a change the watcher had (goal 0)",
+     ("B4", "fanout", "duplicate_notifies"), "{:.0f}"),
     ("B4.expiry.once", "B4 two nodes, one database",
      "expiry under the fan-out: subscriptions ended by exactly one NOTIFY (of {expiring})",
      ("B4", "fanout", "expiry", "terminated_once"), "{:.0f}"),

@@ -160,6 +160,14 @@ def test_final_notifies_are_told_by_their_subscription_state():
     assert not fanout.is_terminated("")
 
 
+def test_a_change_notified_twice_to_one_watcher_is_a_repeat_a_retransmission_is_not():
+    notifies = {("a", "2 NOTIFY", b"1"), ("a", "3 NOTIFY", b"2"), ("b", "2 NOTIFY", b"1")}
+    assert fanout.repeated_changes(notifies) == 0
+    notifies |= {("a", "4 NOTIFY", b"2"), ("a", "3 NOTIFY", b"2")}
+    assert fanout.repeated_changes(notifies) == 1
+    assert fanout.STEP_NOTE.search(b"<note>bench-step-17</note>").group(1) == b"17"
+
+
 def test_expiry_counts_missing_and_duplicated_final_notifies():
     f = fanout.Fanout.__new__(fanout.Fanout)
     f.expiring_n, f.expiry_seconds = 4, 20
