@@ -6,9 +6,12 @@ Benchmarks (see bench/README.md):
   B1    new subscriptions to 500 presentities with published state
   B2    fan-out: 20 PUBLISH modifications to a presentity with 200 / 1000 watchers
   B3    publications: initial PUBLISH + refresh to new presentities
-  B4    BLF: B2 with Event: dialog, 200 watchers of one extension whose
-        dialog state changes by PUBLISH (native: presence_dialoginfo)
-  FLAT  ours: B1 CPU per dialog with 1 000 and 100 000 stored subscriptions
+  B4    two nodes on one database (native: subs_db_mode 3): B1's rate search
+        over both nodes, fan-out through both, exactly-once expiry under it
+  BLF   B2 with Event: dialog, 200 watchers of one extension whose dialog
+        state changes by PUBLISH (native: presence_dialoginfo)
+  FLAT  ours: CPU per operation with few and with many stored rows
+        (subscriptions, publications, presentities with watchers)
 """
 
 from __future__ import annotations
@@ -35,18 +38,42 @@ import sipp  # noqa: E402
 from kamailio import CONFIGS, Kamailio, StartFailed  # noqa: E402
 from mariadb import MariaDB  # noqa: E402
 
-BENCHMARKS = ("B0", "B1", "B2", "B3", "B4", "FLAT")
+BENCHMARKS = ("B0", "B1", "B2", "B3", "B4", "BLF", "FLAT")
 TARGETS = ("ours", "native", "ceiling")
 # Which targets each benchmark runs against.
 APPLIES = {"B0": ("ceiling",), "B1": ("ours", "native"), "B2": ("ours", "native"),
-           "B3": ("ours", "native"), "B4": ("ours", "native"), "FLAT": ("ours",)}
-SCENARIO = {"B0": "subscribe_stateless.xml", "B1": "subscribe.xml", "B3": "publish.xml"}
+           "B3": ("ours", "native"), "B4": ("ours", "native"), "BLF": ("ours", "native"),
+           "FLAT": ("ours",)}
+SCENARIO = {"B0": "subscribe_stateless.xml", "B1": "subscribe.xml", "B3": "publish.xml",
+            "B4": "subscribe.xml"}
 PRESENTITIES = [f"pres{i}" for i in range(500)]
 FANOUT_WATCHERS = (200, 1000)
-FANOUT_STEPS = 20
 BLF_WATCHERS = (200,)
-FLAT_STORED = (1_000, 100_000)
+FANOUT_STEPS = 20
 WARM_UP_CALLS, WARM_UP_RATE = 40, 20.0
+
+# B4: two nodes of each target on the one database.  Native runs in its
+# database-only cluster mode (bench/native.cfg with NATIVE_DB_ONLY); ours
+# as always, with min_expires lowered so that the expiry check is short.
+B4_NODES = 2
+B4_DEFINES = {"native": ("NATIVE_DB_ONLY",)}
+B4_SETTINGS = {"ours": {"min_expires": 10}}
+B4_WATCHERS = 200
+B4_EXPIRING = 100
+B4_EXPIRY_S = 20
+# How often each target looks for expired subscriptions: our
+# timer_interval, native's db_update_period (both 10 s).
+B4_EXPIRY_PERIOD = 10.0
+
+# FLAT: one operation's CPU with few and with many rows stored.  `many`
+# None: --flat-max.  The watched presentities have 2 watchers each.
+FLAT_FEW = 1_000
+FLAT_KINDS = {
+    "subscriptions": {"operation": "B1", "many": None},
+    "publications": {"operation": "B3", "many": None},
+    "watched": {"operation": "B1", "many": 100_000},
+}
+FLAT_WATCHERS_EACH = 2
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -71,8 +98,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--start-rate", type=float, default=100.0, help="first rate of the search (default 100/s)")
     p.add_argument("--max-rate", type=float, default=20000.0, help="the search stops there (default 20000/s)")
     p.add_argument("--flat-rate", type=float, default=300.0,
-                   help="B1 rate of the flatness check (default 300/s, lowered to 80%% of "
-                        "ours' B1 result when that is smaller)")
+                   help="rate of the flatness check (default 300/s, lowered to 80%% of "
+                        "ours' B1 or B3 result when that is smaller)")
+    p.add_argument("--flat-max", type=int, default=1_000_000,
+                   help="stored subscriptions and publications of the flatness check's "
+                        "'many' case (default 1 000 000; presentities with watchers: "
+                        "100 000 or this, whichever is smaller)")
     p.add_argument("--fanout-subscribe-rate", type=float, default=200.0,
                    help="rate at which the B2 watchers subscribe (default 200/s)")
     p.add_argument("--innodb-flush-log-at-trx-commit", type=int, choices=(0, 1, 2), default=None,
@@ -82,6 +113,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Kamailio's memory manager (-x), every target (default tlsf, as bin/pa-run)")
     args = p.parse_args(argv)
     args.only = _choose(args.only, BENCHMARKS, "--only")
+    if args.flat_max <= FLAT_FEW:
+        p.error(f"--flat-max must be more than {FLAT_FEW}")
     args.targets = _choose(args.targets, TARGETS, "--targets")
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
@@ -117,58 +150,84 @@ class Bench:
     # -- one server ----------------------------------------------------------
 
     @contextlib.contextmanager
-    def server(self, target: str, seed_presentities: bool = False, stored: int = 0):
-        """A fresh database and a freshly started Kamailio of `target`,
-        optionally with the 500 presentities published and `stored`
-        subscriptions in pa_subscription; yields the Kamailio and a reader
-        of the CPU seconds used so far: (Kamailio processes, mariadbd)."""
+    def server(self, target: str, seed_presentities: bool = False, stored=None):
+        """A fresh database and a freshly started Kamailio of `target`; see
+        `cluster`.  Yields the Kamailio and the CPU reader."""
+        with self.cluster(target, 1, seed_presentities, stored) as (nodes, cpu):
+            yield nodes[0], cpu
+
+    @contextlib.contextmanager
+    def cluster(self, target: str, nodes: int = 1, seed_presentities: bool = False, stored=None,
+                defines: tuple = (), settings: dict | None = None):
+        """A fresh database and `nodes` freshly started Kamailios of
+        `target` on it, optionally with the 500 presentities published
+        (through the first node) and then `stored(conn, port)` storing rows
+        in bulk; yields the Kamailios and a reader of the CPU seconds used
+        so far by all of them: (Kamailio processes, mariadbd)."""
         self.db.reset(target, CONFIGS[target])
-        port = ports.free_port(*ports.KAMAILIO_PORTS)
-        if stored:
-            with self.db.connect() as conn:
-                seed.store_subscriptions(conn, stored, port)
-        k = Kamailio(target, port, self.db.url(), self.args.children, self.args.shm,
-                     self.args.allocator or "")
+        avoid: set[int] = set()
+        started: list[Kamailio] = []
         failed = True
         try:
-            k.start()
+            for _ in range(nodes):
+                port = ports.free_port(*ports.KAMAILIO_PORTS, avoid=avoid)
+                avoid.add(port)
+                k = Kamailio(target, port, self.db.url(), self.args.children, self.args.shm,
+                             self.args.allocator or "", defines=defines, settings=settings)
+                started.append(k)
+                k.start()
             if seed_presentities:
-                done = seed.publish_all(port, PRESENTITIES)
+                done = seed.publish_all(started[0].port, PRESENTITIES)
                 if done != len(PRESENTITIES):
                     raise RuntimeError(f"{target}: seeding published {done} of {len(PRESENTITIES)} presentities")
-            self.db.settle()
-            kamailio_pids, mariadb_pids = k.pids(), [self.db.pid]
-            yield k, lambda: (procs.cpu_seconds(kamailio_pids), procs.cpu_seconds(mariadb_pids))
+            if stored:
+                with self.db.connect() as conn:
+                    stored(conn, started[0].port)
+                # A bulk insert leaves InnoDB flushing for a while.
+                self.db.settle(max_wait=120.0)
+            else:
+                self.db.settle()
+            kamailio_pids = [pid for k in started for pid in k.pids()]
+            mariadb_pids = [self.db.pid]
+            yield started, lambda: (procs.cpu_seconds(kamailio_pids), procs.cpu_seconds(mariadb_pids))
             failed = False
         finally:
-            keep = None
-            if failed:
-                # Keep the log of a server that failed, for the post-mortem.
-                self.failures += 1
-                os.makedirs(self.logdir, exist_ok=True)
-                keep = os.path.join(self.logdir, f"{target}-{self.failures}.log")
-            k.cleanup(keep_log_to=keep)
+            for i, k in enumerate(started):
+                keep = None
+                if failed:
+                    # Keep the log of a server that failed, for the post-mortem.
+                    self.failures += 1
+                    os.makedirs(self.logdir, exist_ok=True)
+                    keep = os.path.join(self.logdir, f"{target}-{self.failures}.log")
+                k.cleanup(keep_log_to=keep)
 
     # -- B0, B1, B3: highest sustained rate ----------------------------------
 
-    def measure(self, bench: str, k: Kamailio, cpu, rate: float) -> dict:
-        """A warm-up of the same scenario, then the measured step.  The
+    def measure(self, bench: str, port, cpu, rate: float) -> dict:
+        """A warm-up of the same scenario, then the measured step, against
+        one server port or, spread evenly, several (B4's nodes).  The
         warm-up (WARM_UP_CALLS calls at a low rate) lets every worker open
         its database connection and run its code paths once, so that these
         one-time costs are not charged to the measured operations."""
         inf = self.inf if bench != "B3" else None
-        warm = sipp.run_step(SCENARIO[bench], k.port, WARM_UP_RATE, WARM_UP_CALLS / WARM_UP_RATE,
+        warm = sipp.run_step(SCENARIO[bench], port, WARM_UP_RATE, WARM_UP_CALLS / WARM_UP_RATE,
                              self.workdir, tail=self.args.tail, inf=inf, run="w")
         self.db.settle()
-        step = sipp.run_step(SCENARIO[bench], k.port, rate, self.args.duration, self.workdir,
+        step = sipp.run_step(SCENARIO[bench], port, rate, self.args.duration, self.workdir,
                              tail=self.args.tail, max_backlog=self.args.max_backlog, inf=inf,
                              cpu=cpu, run="m")
         step["warm_up"] = {"calls": warm["calls"], "successful": warm.get("successful")}
         return step
 
     def rate_step(self, bench: str, target: str, rate: float) -> dict:
-        with self.server(target, seed_presentities=(bench == "B1")) as (k, cpu):
-            step = self.measure(bench, k, cpu, rate)
+        if bench == "B4":
+            with self.cluster(target, B4_NODES, seed_presentities=True,
+                              defines=B4_DEFINES.get(target, ()),
+                              settings=B4_SETTINGS.get(target)) as (nodes, cpu):
+                step = self.measure(bench, [k.port for k in nodes], cpu, rate)
+        else:
+            with self.server(target, seed_presentities=(bench == "B1")) as (k, cpu):
+                step = self.measure(bench, k.port, cpu, rate)
         log(f"[{bench} {target}] {rate:g}/s: {'pass' if step['passed'] else 'FAIL'} "
             f"({step['reason']}; {step.get('successful')}/{step['calls']} ok, "
             f"achieved {step.get('achieved_rate')}/s, CPU {step.get('cpu_per_1000')} s/1000: "
@@ -225,10 +284,10 @@ class Bench:
     # -- B2: fan-out -----------------------------------------------------------
 
     def fanout(self, target: str, outcome: dict, package: str = "presence") -> None:
-        bench, counts = ("B2", FANOUT_WATCHERS) if package == "presence" else ("B4", BLF_WATCHERS)
+        bench, counts = ("B2", FANOUT_WATCHERS) if package == "presence" else ("BLF", BLF_WATCHERS)
         for n in counts:
             with self.server(target) as (k, cpu):
-                r = fanout.run(k.port, n, package, steps=FANOUT_STEPS,
+                r = fanout.run(k.port, n, package=package, steps=FANOUT_STEPS,
                                subscribe_rate=self.args.fanout_subscribe_rate, cpu=cpu)
             log(f"[{bench} {target}] {n} watchers: p50 {r.get('p50_ms')} ms, p99 {r.get('p99_ms')} ms, "
                 f"{r.get('notifies_per_s')} NOTIFY/s, CPU {r.get('cpu_per_1000')} s/1000, "
@@ -237,20 +296,68 @@ class Bench:
                 + (f"; {r['error']}" if r.get("error") else ""))
             outcome[str(n)] = r
 
-    # -- FLAT: our cost with many stored subscriptions -------------------------
+    # -- B4: two nodes on one database ----------------------------------------
 
-    def flatness(self, rate: float, outcome: dict) -> None:
-        outcome["rate"] = rate
-        for stored in FLAT_STORED:
-            with self.server("ours", seed_presentities=True, stored=stored) as (k, cpu):
-                step = self.measure("B1", k, cpu, rate)
-            log(f"[FLAT ours] {stored} stored, {rate:g}/s: {'pass' if step['passed'] else 'FAIL'} "
-                f"({step['reason']}), CPU {step.get('cpu_per_1000')} s/1000: Kamailio "
-                f"{step.get('cpu_kamailio_s')} s + mariadbd {step.get('cpu_mariadb_s')} s")
-            outcome[str(stored)] = step
-        low, high = (outcome[str(s)].get("cpu_per_1000") for s in FLAT_STORED)
-        outcome["ratio"] = round(high / low, 3) if low and high else None
-        outcome["flat"] = outcome["ratio"] is not None and outcome["ratio"] <= 1.10
+    def multi_node_fanout(self, target: str, outcome: dict) -> None:
+        """B2 through both nodes, with B4_EXPIRING subscriptions of
+        B4_EXPIRY_S seconds that must each end with exactly one NOTIFY."""
+        with self.cluster(target, B4_NODES, defines=B4_DEFINES.get(target, ()),
+                          settings=B4_SETTINGS.get(target)) as (nodes, cpu):
+            r = fanout.run([k.port for k in nodes], B4_WATCHERS, expiring=B4_EXPIRING,
+                           expiry_seconds=B4_EXPIRY_S, steps=FANOUT_STEPS,
+                           subscribe_rate=self.args.fanout_subscribe_rate, cpu=cpu,
+                           expiry_period=B4_EXPIRY_PERIOD)
+        e = r.get("expiry", {})
+        log(f"[B4 {target}] fan-out {B4_WATCHERS} watchers over {B4_NODES} nodes, {r.get('steps')} "
+            f"PUBLISHes: p50 {r.get('p50_ms')} ms, p99 {r.get('p99_ms')} ms, "
+            f"{r.get('notifies_per_s')} NOTIFY/s, {r.get('notifies_per_publish')} NOTIFYs/PUBLISH, "
+            f"CPU {r.get('cpu_per_1000')} s/1000; expiry: {e.get('terminated_once')} of "
+            f"{e.get('subscriptions')} ended exactly once, {e.get('missing')} missing, "
+            f"{e.get('duplicated')} duplicated" + (f"; {r['error']}" if r.get("error") else ""))
+        outcome["fanout"] = r
+
+    # -- FLAT: our cost with many stored rows ----------------------------------
+
+    def flatness(self, record: dict, outcome: dict) -> None:
+        for kind, spec in FLAT_KINDS.items():
+            try:
+                self.flat_kind(kind, spec, record, outcome.setdefault(kind, {}))
+            except (StartFailed, RuntimeError, OSError) as e:
+                log(f"[FLAT ours] {kind} failed: {e}")
+                outcome[kind]["error"] = str(e)[-2000:]
+
+    def flat_kind(self, kind: str, spec: dict, record: dict, outcome: dict) -> None:
+        op = spec["operation"]
+        many = min(spec["many"] or self.args.flat_max, self.args.flat_max)
+        rate = self.flat_rate(record, op)
+        outcome.update(operation=op, rate=rate, few_rows=FLAT_FEW, many_rows=many)
+        for case, count in (("few", FLAT_FEW), ("many", many)):
+            store = flat_store(kind, count)
+            seeded = {}
+
+            def timed(conn, port):
+                t0 = time.monotonic()
+                store(conn, port)
+                seeded["s"] = round(time.monotonic() - t0, 1)
+
+            # A fresh mariadbd: its RSS below is this case's, not the
+            # high-water mark of the cases before.
+            self.db.restart()
+            with self.server("ours", seed_presentities=True, stored=timed) as (k, cpu):
+                step = self.measure(op, k.port, cpu, rate)
+                with self.db.connect() as conn:
+                    step["db_mb"] = round(seed.database_bytes(conn) / 2**20, 1)
+                rss = procs.rss_bytes(self.db.pid)
+                step["mariadb_rss_mb"] = round(rss / 2**20, 1) if rss else None
+            step["seed_s"] = seeded.get("s")
+            outcome[case] = step
+            log(f"[FLAT ours] {kind}: {count} stored (seeded in {step['seed_s']} s), {op} at {rate:g}/s: "
+                f"{'pass' if step['passed'] else 'FAIL'} ({step['reason']}), CPU "
+                f"{step.get('cpu_per_1000')} s/1000: Kamailio {step.get('cpu_kamailio_s')} s + "
+                f"mariadbd {step.get('cpu_mariadb_s')} s; database {step['db_mb']} MB, "
+                f"mariadbd RSS {step['mariadb_rss_mb']} MB")
+        outcome.update(report.flatness(outcome["few"].get("cpu_per_1000"),
+                                       outcome["many"].get("cpu_per_1000")))
 
     # -- one repetition ----------------------------------------------------------
 
@@ -264,12 +371,14 @@ class Bench:
                 try:
                     if bench == "B2":
                         self.fanout(target, outcome)
-                    elif bench == "B4":
+                    elif bench == "BLF":
                         self.fanout(target, outcome, package="dialog")
                     elif bench == "FLAT":
-                        self.flatness(self.flat_rate(record), outcome)
+                        self.flatness(record, outcome)
                     else:
                         self.search(bench, target, outcome)
+                        if bench == "B4":
+                            self.multi_node_fanout(target, outcome)
                 except (StartFailed, RuntimeError, OSError) as e:
                     # A target that does not start or misbehaves is a result,
                     # not the end of the run.
@@ -278,15 +387,26 @@ class Bench:
                 except Exception as e:  # a bug of ours: report it, keep going
                     traceback.print_exc()
                     outcome["error"] = f"{type(e).__name__}: {e}"
-                if bench in ("B1", "B3"):
+                if bench in ("B1", "B3", "B4"):
                     compare_at_common_rate(record[bench])
 
-    def flat_rate(self, record: dict) -> float:
+    def flat_rate(self, record: dict, op: str = "B1") -> float:
         rate = self.args.flat_rate
-        ours_b1 = record.get("B1", {}).get("ours", {}).get("best_rate")
-        if ours_b1:
-            rate = min(rate, float(round(0.8 * ours_b1)))
+        ours_best = record.get(op, {}).get("ours", {}).get("best_rate")
+        if ours_best:
+            rate = min(rate, float(round(0.8 * ours_best)))
         return max(rate, 10.0)
+
+
+def flat_store(kind: str, count: int):
+    """What FLAT stores before measuring: `count` rows of `kind`."""
+    if kind == "subscriptions":
+        return lambda conn, port: seed.store_subscriptions(conn, count, port)
+    if kind == "publications":
+        return lambda conn, port: seed.store_publications(conn, count)
+    if kind == "watched":
+        return lambda conn, port: seed.store_watched(conn, count, FLAT_WATCHERS_EACH, port)
+    raise ValueError(kind)
 
 
 def compare_at_common_rate(outcomes: dict) -> None:

@@ -4,6 +4,10 @@ every measurement, with a runtime directory of its own:
 * ours:    kamailio.cfg.sample with the presence agent (Python plugin),
 * native:  bench/native.cfg, Kamailio's presence + presence_xml modules,
 * ceiling: bench/ceiling.cfg, a stateless 200 to every SUBSCRIBE.
+
+B4 runs two nodes of ours or of native on one database: ours as it is,
+native with `-A NATIVE_DB_ONLY` (bench/native.cfg: subs_db_mode 3, the
+native modules' way of sharing state between nodes).
 """
 
 from __future__ import annotations
@@ -40,8 +44,12 @@ class StartFailed(RuntimeError):
 
 class Kamailio:
     def __init__(self, target: str, port: int, db_url: str, children: int, shm_mb: int,
-                 allocator: str = ""):
+                 allocator: str = "", defines: tuple[str, ...] = (), settings: dict | None = None):
         self.target = target
+        # -A NAME for the config's #!ifdef blocks (native: NATIVE_DB_ONLY).
+        self.defines = tuple(defines)
+        # Our settings beyond OURS_SETTINGS (B4: a lower min_expires).
+        self.settings = dict(settings or {})
         self.allocator = allocator
         self.port = port
         self.db_url = db_url
@@ -58,7 +66,7 @@ class Kamailio:
         env.update(PA_LISTEN=f"127.0.0.1:{self.port}", PA_CHILDREN=str(self.children),
                    PA_DB_URL=self.db_url, PA_HOME=ROOT, PA_RATE_LIMIT="1000000")
         if self.target == "ours":
-            settings = dict(OURS_SETTINGS, db_url=self.db_url)
+            settings = dict(OURS_SETTINGS, **self.settings, db_url=self.db_url)
             path = os.path.join(self.dir, "pa.yaml")
             with open(path, "w") as f:
                 yaml.safe_dump(settings, f)
@@ -71,8 +79,9 @@ class Kamailio:
         # -x: the same memory manager for every target (Kamailio's default,
         # qm, when not given).
         allocator = ["-x", self.allocator] if self.allocator else []
+        defines = [arg for name in self.defines for arg in ("-A", name)]
         return [KAMAILIO, "-f", CONFIGS[self.target], "-DD", "-E", "-m", str(self.shm_mb),
-                *allocator, "-Y", self.dir, "-w", self.dir]
+                *allocator, *defines, "-Y", self.dir, "-w", self.dir]
 
     def start(self, timeout: float = 30.0) -> None:
         self.proc = procs.spawn(self.command(), self.log_path, env=self.env(), cwd=self.dir)

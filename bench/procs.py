@@ -117,3 +117,15 @@ def cpu_delta(before: tuple[float, ...], after: tuple[float, ...], operations: i
     return {"cpu_s": round(kamailio + mariadb, 3), "cpu_kamailio_s": round(kamailio, 3),
             "cpu_mariadb_s": round(mariadb, 3),
             "cpu_per_1000": round((kamailio + mariadb) / operations * 1000, 4) if operations else None}
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of a process (VmRSS), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

@@ -21,22 +21,90 @@ ROWS = [
     ("B2.200.p99", "B2 fan-out, 200 watchers", "PUBLISH -> last NOTIFY p99 (ms)", ("B2", "200", "p99_ms"), "{:.1f}"),
     ("B2.200.nps", "B2 fan-out, 200 watchers", "NOTIFYs/s", ("B2", "200", "notifies_per_s"), "{:.0f}"),
     ("B2.200.cpu", "B2 fan-out, 200 watchers", "CPU s / 1000 NOTIFYs", ("B2", "200", "cpu_per_1000"), "{:.3g}"),
+    ("B2.200.npp", "B2 fan-out, 200 watchers", "NOTIFYs per PUBLISH (distinct)",
+     ("B2", "200", "notifies_per_publish"), "{:.1f}"),
     ("B2.1000.p50", "B2 fan-out, 1000 watchers", "PUBLISH -> last NOTIFY p50 (ms)", ("B2", "1000", "p50_ms"), "{:.1f}"),
     ("B2.1000.p99", "B2 fan-out, 1000 watchers", "PUBLISH -> last NOTIFY p99 (ms)", ("B2", "1000", "p99_ms"), "{:.1f}"),
     ("B2.1000.nps", "B2 fan-out, 1000 watchers", "NOTIFYs/s", ("B2", "1000", "notifies_per_s"), "{:.0f}"),
     ("B2.1000.cpu", "B2 fan-out, 1000 watchers", "CPU s / 1000 NOTIFYs", ("B2", "1000", "cpu_per_1000"), "{:.3g}"),
-    ("B4.200.p50", "B4 BLF (dialog), 200 watchers", "PUBLISH -> last NOTIFY p50 (ms)", ("B4", "200", "p50_ms"), "{:.1f}"),
-    ("B4.200.p99", "B4 BLF (dialog), 200 watchers", "PUBLISH -> last NOTIFY p99 (ms)", ("B4", "200", "p99_ms"), "{:.1f}"),
-    ("B4.200.nps", "B4 BLF (dialog), 200 watchers", "NOTIFYs/s", ("B4", "200", "notifies_per_s"), "{:.0f}"),
-    ("B4.200.cpu", "B4 BLF (dialog), 200 watchers", "CPU s / 1000 NOTIFYs", ("B4", "200", "cpu_per_1000"), "{:.3g}"),
+    ("B2.1000.npp", "B2 fan-out, 1000 watchers", "NOTIFYs per PUBLISH (distinct)",
+     ("B2", "1000", "notifies_per_publish"), "{:.1f}"),
+    ("BLF.200.p50", "BLF (dialog), 200 watchers", "PUBLISH -> last NOTIFY p50 (ms)", ("BLF", "200", "p50_ms"), "{:.1f}"),
+    ("BLF.200.p99", "BLF (dialog), 200 watchers", "PUBLISH -> last NOTIFY p99 (ms)", ("BLF", "200", "p99_ms"), "{:.1f}"),
+    ("BLF.200.nps", "BLF (dialog), 200 watchers", "NOTIFYs/s", ("BLF", "200", "notifies_per_s"), "{:.0f}"),
+    ("BLF.200.cpu", "BLF (dialog), 200 watchers", "CPU s / 1000 NOTIFYs", ("BLF", "200", "cpu_per_1000"), "{:.3g}"),
     ("B3.rate", "B3 publications", "max rate (PUBLISH+refresh/s)", ("B3", "best_rate"), "{:.0f}"),
     ("B3.cpu", "B3 publications", "CPU s / 1000 PUBLISH+refresh, at max rate", ("B3", "cpu_per_1000"), "{:.3g}"),
     ("B3.cpu_common", "B3 publications", "CPU s / 1000 PUBLISH+refresh, both at {rate}/s",
      ("B3", "cpu_per_1000_common"), "{:.3g}"),
-    ("FLAT.1000", "flatness (ours, B1)", "CPU s / 1000 dialogs, 1 000 stored", ("FLAT", "1000", "cpu_per_1000"), "{:.3g}"),
-    ("FLAT.100000", "flatness (ours, B1)", "CPU s / 1000 dialogs, 100 000 stored", ("FLAT", "100000", "cpu_per_1000"), "{:.3g}"),
-    ("FLAT.ratio", "flatness (ours, B1)", "100 000 / 1 000 (flat: <= 1.10)", ("FLAT", "ratio"), "{:.3f}"),
+    ("B4.rate", "B4 two nodes, one database", "max rate, new dialogs over both nodes (dialogs/s)",
+     ("B4", "best_rate"), "{:.0f}"),
+    ("B4.cpu", "B4 two nodes, one database", "CPU s / 1000 dialogs, at max rate", ("B4", "cpu_per_1000"), "{:.3g}"),
+    ("B4.cpu_common", "B4 two nodes, one database", "CPU s / 1000 dialogs, both at {rate}/s",
+     ("B4", "cpu_per_1000_common"), "{:.3g}"),
+    ("B4.fanout.p50", "B4 two nodes, one database", "fan-out {watchers} watchers: PUBLISH -> last NOTIFY p50 (ms)",
+     ("B4", "fanout", "p50_ms"), "{:.1f}"),
+    ("B4.fanout.p99", "B4 two nodes, one database", "fan-out {watchers} watchers: PUBLISH -> last NOTIFY p99 (ms)",
+     ("B4", "fanout", "p99_ms"), "{:.1f}"),
+    ("B4.fanout.nps", "B4 two nodes, one database", "fan-out: NOTIFYs/s", ("B4", "fanout", "notifies_per_s"), "{:.0f}"),
+    ("B4.fanout.cpu", "B4 two nodes, one database", "fan-out: CPU s / 1000 NOTIFYs",
+     ("B4", "fanout", "cpu_per_1000"), "{:.3g}"),
+    ("B4.fanout.npp", "B4 two nodes, one database", "fan-out: NOTIFYs per PUBLISH (distinct)",
+     ("B4", "fanout", "notifies_per_publish"), "{:.1f}"),
+    ("B4.fanout.dup", "B4 two nodes, one database", "fan-out: NOTIFYs repeating a change the watcher had (goal 0)",
+     ("B4", "fanout", "duplicate_notifies"), "{:.0f}"),
+    ("B4.expiry.once", "B4 two nodes, one database",
+     "expiry under the fan-out: subscriptions ended by exactly one NOTIFY (of {expiring})",
+     ("B4", "fanout", "expiry", "terminated_once"), "{:.0f}"),
+    ("B4.expiry.bad", "B4 two nodes, one database", "expiry: missing + duplicated final NOTIFYs (goal 0)",
+     ("B4", "fanout", "expiry", "wrong"), "{:.0f}"),
 ]
+# The flatness rows, per kind of stored rows: (kind, label, operation).
+FLAT_ROWS = [("subscriptions", "stored subscriptions", "dialogs (B1)"),
+             ("publications", "stored publications", "PUBLISH+refresh (B3)"),
+             ("watched", "presentities with 2 watchers each", "dialogs (B1)")]
+for _kind, _label, _op in FLAT_ROWS:
+    _bench = f"flatness (ours): {_label}"
+    ROWS += [
+        (f"FLAT.{_kind}.few", _bench, f"CPU s / 1000 {_op}, {{few}} stored",
+         ("FLAT", _kind, "few", "cpu_per_1000"), "{:.3g}"),
+        (f"FLAT.{_kind}.many", _bench, f"CPU s / 1000 {_op}, {{many}} stored",
+         ("FLAT", _kind, "many", "cpu_per_1000"), "{:.3g}"),
+        (f"FLAT.{_kind}.ratio", _bench, "many / few (flat: <= 1.10)", ("FLAT", _kind, "ratio"), "{:.3f}"),
+        (f"FLAT.{_kind}.db", _bench, "database size with {many} stored (MB, data + index)",
+         ("FLAT", _kind, "many", "db_mb"), "{:.0f}"),
+        (f"FLAT.{_kind}.rss_few", _bench, "mariadbd RSS with {few} stored (MB, restarted for each case)",
+         ("FLAT", _kind, "few", "mariadb_rss_mb"), "{:.0f}"),
+        (f"FLAT.{_kind}.rss", _bench, "mariadbd RSS with {many} stored (MB, restarted for each case)",
+         ("FLAT", _kind, "many", "mariadb_rss_mb"), "{:.0f}"),
+        (f"FLAT.{_kind}.seed", _bench, "seconds to store {many} rows", ("FLAT", _kind, "many", "seed_s"), "{:.0f}"),
+    ]
+# Numbers in a metric's label, taken from ours' record: placeholder ->
+# path relative to the row's path (its first `keep` elements, then more).
+PLACEHOLDERS = {
+    "rate": (1, ("common_rate",)),
+    "watchers": (2, ("watchers",)),
+    "expiring": (3, ("subscriptions",)),
+    "few": (2, ("few_rows",)),
+    "many": (2, ("many_rows",)),
+}
+FLAT_GOAL = 1.10
+
+
+def flatness(few: float | None, many: float | None, goal: float = FLAT_GOAL) -> dict:
+    """The ratio of CPU per operation with many stored rows to that with
+    few, and whether it meets the goal (None when one is missing)."""
+    ratio = round(many / few, 3) if few and many else None
+    return {"ratio": ratio, "flat": ratio is not None and ratio <= goal}
+
+
+def label_number(value: float) -> str:
+    """1000000 -> "1 000 000": the thousands grouped as the README writes them."""
+    if value == int(value):
+        return f"{int(value):,}".replace(",", " ")
+    return f"{value:g}"
+
+
 # Where the ceiling column of a row comes from (target "ceiling", benchmark B0).
 CEILING = {"B1.rate": ("B0", "best_rate"), "B1.cpu": ("B0", "cpu_per_1000")}
 COLUMNS = ("ours", "native", "ceiling", "ours/native")
@@ -53,8 +121,11 @@ def _get(record: dict, target: str, path: tuple):
     for key in path[1:]:
         if not isinstance(node, dict):
             return None
+        if key == "wrong" and "missing" in node:
+            # Expiry: what went wrong, missing and duplicated final NOTIFYs.
+            return node.get("missing", 0) + node.get("duplicated", 0)
         node = node.get(key)
-    return node if isinstance(node, (int, float)) else None
+    return node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
 
 
 def stats(values: list) -> dict | None:
@@ -68,7 +139,7 @@ def stats(values: list) -> dict | None:
 def summarize(results: dict) -> dict:
     repeats = results.get("repeats", [])
     summary = {}
-    for row_id, _, _, path, _ in ROWS:
+    for row_id, _, metric, path, _ in ROWS:
         cells = {}
         for target in ("ours", "native"):
             cells[target] = stats([_get(r, target, path) for r in repeats])
@@ -83,9 +154,11 @@ def summarize(results: dict) -> dict:
             o, n = _get(r, "ours", path), _get(r, "native", path)
             ratios.append(o / n if o is not None and n else None)
         cells["ours/native"] = stats(ratios)
-        if row_id.endswith(".cpu_common"):
-            # The common rate may differ between repetitions: its median.
-            cells["rate"] = stats([_get(r, "ours", (path[0], "common_rate")) for r in repeats])
+        # The numbers in the label (the common rate, the rows stored...) may
+        # differ between repetitions: their median, from ours' record.
+        for name, (keep, more) in PLACEHOLDERS.items():
+            if "{" + name + "}" in metric:
+                cells[name] = stats([_get(r, "ours", path[:keep] + more) for r in repeats])
         summary[row_id] = cells
     summary["B0.rate"] = {"ceiling": stats([_get(r, "ceiling", ("B0", "best_rate")) for r in repeats])}
     summary["B0.cpu"] = {"ceiling": stats([_get(r, "ceiling", ("B0", "cpu_per_1000")) for r in repeats])}
@@ -108,8 +181,8 @@ def table_rows(summary: dict) -> list[list[str]]:
         cells = summary[row_id]
         if not any(cells.get(c) for c in COLUMNS):
             continue  # not measured in this run (--only, --targets)
-        if "{rate}" in metric:
-            metric = metric.format(rate=f"{cells['rate']['median']:g}" if cells.get("rate") else "?")
+        metric = metric.format(**{name: label_number(cells[name]["median"]) if cells.get(name) else "?"
+                                  for name in PLACEHOLDERS})
         rows.append([bench, metric] + [
             _cell(cells.get(c), "{:.2f}" if c == "ours/native" else fmt) for c in COLUMNS])
     return rows
@@ -179,7 +252,7 @@ def chart(summary: dict, path: str) -> str | None:
                 drawn = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=target,
                                color=colours[target])
                 ax.bar_label(drawn, labels=[f"{y:.0f}" if y >= 100 else f"{y:.3g}" for y in ys], fontsize=7, padding=2)
-        ax.set_xticks(range(len(groups)), [label for label, _ in groups])
+        ax.set_xticks(range(len(groups)), [label for label, _ in groups], fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
         if not ax.patches:
@@ -190,22 +263,24 @@ def chart(summary: dict, path: str) -> str | None:
         ax.legend()
 
     # The ceiling bars sit in the B1 group (B0 is B1's SUBSCRIBE, stateless).
-    bars(axes[0][0], [("B1 SUBSCRIBE (ceiling: B0)", "B1.rate"), ("B3 PUBLISH+refresh", "B3.rate")],
+    bars(axes[0][0], [("B1 SUBSCRIBE (ceiling: B0)", "B1.rate"), ("B3 PUBLISH+refresh", "B3.rate"),
+                      ("B4 SUBSCRIBE, 2 nodes", "B4.rate")],
          ("ours", "native", "ceiling"), "Highest sustained rate", "operations / s", log=True)
-    bars(axes[0][1], [("B1 dialog", "B1.cpu"), ("B3 PUBLISH pair", "B3.cpu"),
-                      ("B2 NOTIFY (200)", "B2.200.cpu"), ("B2 NOTIFY (1000)", "B2.1000.cpu")],
+    bars(axes[0][1], [("B1\ndialog", "B1.cpu"), ("B3\nPUBLISH pair", "B3.cpu"),
+                      ("B2 NOTIFY\n(200)", "B2.200.cpu"), ("B2 NOTIFY\n(1000)", "B2.1000.cpu"),
+                      ("B4\ndialog", "B4.cpu"), ("B4\nNOTIFY", "B4.fanout.cpu")],
          ("ours", "native", "ceiling"), "Server CPU per 1000 operations (Kamailio + mariadbd),\nat each target's highest passing rate",
          "CPU seconds", log=True)
-    bars(axes[1][0], [("200 p50", "B2.200.p50"), ("200 p99", "B2.200.p99"),
-                      ("1000 p50", "B2.1000.p50"), ("1000 p99", "B2.1000.p99")],
-         ("ours", "native"), "B2: PUBLISH to last watcher's NOTIFY", "ms")
-    bars(axes[1][1], [("1 000 stored", "FLAT.1000"), ("100 000 stored", "FLAT.100000")],
-         ("ours",), "Flatness: B1 CPU with stored subscriptions", "CPU s / 1000 dialogs")
-    flat_base = summary.get("FLAT.1000", {}).get("ours")
-    if flat_base:
-        # The flatness goal: 100 000 stored cost at most 10% more.
-        axes[1][1].axhline(flat_base["median"] * 1.10, color="black", linestyle="--", linewidth=1,
-                           label="+10% of 1 000 stored")
+    bars(axes[1][0], [("200\np50", "B2.200.p50"), ("200\np99", "B2.200.p99"),
+                      ("1000\np50", "B2.1000.p50"), ("1000\np99", "B2.1000.p99"),
+                      ("B4 200\np50", "B4.fanout.p50"), ("B4 200\np99", "B4.fanout.p99")],
+         ("ours", "native"), "B2, B4: PUBLISH to last watcher's NOTIFY", "ms", log=True)
+    bars(axes[1][1], [(f"{kind}\nmany / few", f"FLAT.{kind}.ratio") for kind, _, _ in FLAT_ROWS],
+         ("ours",), "Flatness: CPU per operation, many stored rows / few", "ratio")
+    if any(summary.get(f"FLAT.{kind}.ratio", {}).get("ours") for kind, _, _ in FLAT_ROWS):
+        # The flatness goal: many stored rows cost at most 10% more.
+        axes[1][1].axhline(FLAT_GOAL, color="black", linestyle="--", linewidth=1,
+                           label=f"goal {FLAT_GOAL:.2f}")
         axes[1][1].legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

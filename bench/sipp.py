@@ -35,52 +35,119 @@ def injection_file(path: str, users: list[str]) -> str:
     return path
 
 
-def run_step(scenario: str, server_port: int, rate: float, duration: float, workdir: str,
-             tail: float = 5.0, max_backlog: float = 0.25, inf: str | None = None,
+def run_step(scenario: str, server_port: int | list[int], rate: float, duration: float,
+             workdir: str, tail: float = 5.0, max_backlog: float = 0.25, inf: str | None = None,
              cpu=None, run: str = "m") -> dict:
     """`run` becomes [run] in the scenario (sipp -key): distinct values
-    keep the presentities of B3's warm-up and measured runs apart."""
-    calls = max(1, round(rate * duration))
-    stat = os.path.join(workdir, f"stat-{os.getpid()}-{time.monotonic_ns()}.csv")
-    errors = stat.replace(".csv", "-errors.log")
-    client_port = ports.free_port(*ports.KAMAILIO_PORTS, avoid={server_port})
-    cmd = [SIPP, "-sf", os.path.join(SCENARIOS, scenario), "-t", "u1", "-i", "127.0.0.1",
-           "-p", str(client_port), "-r", f"{rate:g}", "-m", str(calls),
-           # At most `tail` seconds' worth of calls open at once.
-           "-l", str(max(20, round(rate * tail))),
-           # A call whose next message does not come within `tail` fails.
-           "-recv_timeout", str(int(tail * 1000)),
-           # Bound the whole run: creation time, the tail, sipp's start-up.
-           "-timeout", f"{int(duration * 1.2 + tail + 5)}s", "-timeout_error",
-           "-nostdin", "-trace_stat", "-stf", stat, "-fd", "1",
-           "-trace_err", "-error_file", errors, "-key", "run", run, f"127.0.0.1:{server_port}"]
-    if inf:
-        cmd[3:3] = ["-inf", inf]
-    drops_before = ports.udp_drops(server_port)
+    keep the presentities of B3's warm-up and measured runs apart.
+
+    With several server ports (B4's nodes), one sipp per node runs at an
+    equal share of the rate, all at once; the step passes when every one
+    of them passes, and its counts are their sums."""
+    servers = [server_port] if isinstance(server_port, int) else list(server_port)
+    share = rate / len(servers)
+    avoid = set(servers)
+    parts = []
+    for server in servers:
+        client_port = ports.free_port(*ports.KAMAILIO_PORTS, avoid=avoid)
+        avoid.add(client_port)
+        parts.append(_Part(scenario, server, client_port, share, duration, workdir, tail, inf, run))
+    drops_before = [ports.udp_drops(p) for p in servers]
     cpu_before = cpu() if cpu else None
-    started = time.time()
-    proc = procs.spawn(cmd, os.path.join(workdir, "sipp.out"), cwd=workdir)
-    try:
-        returncode = proc.wait(duration * 1.2 + tail + 30)
-    except subprocess.TimeoutExpired:
-        returncode = None
-    finally:
-        procs.stop(proc, timeout=3)
+    for part in parts:
+        part.start()
+    for part in parts:
+        part.wait(duration * 1.2 + tail + 30)
     cpu_after = cpu() if cpu else None
-    result = {"target_rate": rate, "calls": calls, "returncode": returncode,
-              # Requests and replies Kamailio's socket lost (sipp's socket is
-              # gone once sipp exits).
-              "server_udp_drops": ports.udp_drops(server_port) - drops_before}
-    result.update(_read_stats(stat, calls, started))
+    results = []
+    for part, before in zip(parts, drops_before):
+        r = part.result()
+        # Requests and replies Kamailio's socket lost (sipp's socket is
+        # gone once sipp exits).
+        r["server_udp_drops"] = ports.udp_drops(part.server_port) - before
+        r["passed"], r["reason"] = _verdict(r, share, tail, max_backlog)
+        if not r["passed"]:
+            r["errors"] = _error_sample(part.errors)
+        part.remove_files()
+        results.append(r)
+    result = results[0] if len(results) == 1 else merge(results, rate)
     if cpu:
-        result.update(procs.cpu_delta(cpu_before, cpu_after, calls))
-    result["passed"], result["reason"] = _verdict(result, rate, tail, max_backlog)
-    if not result["passed"]:
-        result["errors"] = _error_sample(errors)
-    for path in (stat, errors):
-        if os.path.exists(path):
-            os.remove(path)
+        result.update(procs.cpu_delta(cpu_before, cpu_after, result["calls"]))
     return result
+
+
+class _Part:
+    """One sipp process of a step, against one server."""
+
+    def __init__(self, scenario, server_port, client_port, rate, duration, workdir, tail, inf, run):
+        self.server_port = server_port
+        self.rate = rate
+        self.workdir = workdir
+        self.calls = max(1, round(rate * duration))
+        self.stat = os.path.join(workdir, f"stat-{os.getpid()}-{time.monotonic_ns()}.csv")
+        self.errors = self.stat.replace(".csv", "-errors.log")
+        self.cmd = [SIPP, "-sf", os.path.join(SCENARIOS, scenario), "-t", "u1", "-i", "127.0.0.1",
+                    "-p", str(client_port), "-r", f"{rate:g}", "-m", str(self.calls),
+                    # At most `tail` seconds' worth of calls open at once.
+                    "-l", str(max(20, round(rate * tail))),
+                    # A call whose next message does not come within `tail` fails.
+                    "-recv_timeout", str(int(tail * 1000)),
+                    # Bound the whole run: creation time, the tail, sipp's start-up.
+                    "-timeout", f"{int(duration * 1.2 + tail + 5)}s", "-timeout_error",
+                    "-nostdin", "-trace_stat", "-stf", self.stat, "-fd", "1",
+                    "-trace_err", "-error_file", self.errors, "-key", "run", run,
+                    f"127.0.0.1:{server_port}"]
+        if inf:
+            self.cmd[3:3] = ["-inf", inf]
+        self.proc = None
+        self.returncode = None
+
+    def start(self) -> None:
+        self.started = time.time()
+        self.proc = procs.spawn(self.cmd, os.path.join(self.workdir, "sipp.out"), cwd=self.workdir)
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self.returncode = self.proc.wait(max(1.0, self.started + timeout - time.time()))
+        except subprocess.TimeoutExpired:
+            self.returncode = None
+        finally:
+            procs.stop(self.proc, timeout=3)
+
+    def result(self) -> dict:
+        r = {"target_rate": self.rate, "calls": self.calls, "returncode": self.returncode}
+        r.update(_read_stats(self.stat, self.calls, self.started))
+        return r
+
+    def remove_files(self) -> None:
+        for path in (self.stat, self.errors):
+            if os.path.exists(path):
+                os.remove(path)
+
+
+def merge(parts: list[dict], rate: float) -> dict:
+    """One step's result from its sipp processes run side by side: counts
+    summed, times the longest, passed when every part passed."""
+    failing = [(i, p) for i, p in enumerate(parts) if not p["passed"]]
+    merged = {
+        "target_rate": rate,
+        "calls": sum(p["calls"] for p in parts),
+        "returncode": None if any(p["returncode"] is None for p in parts)
+        else max(p["returncode"] for p in parts),
+        "server_udp_drops": sum(p.get("server_udp_drops", 0) for p in parts),
+        "passed": not failing,
+        "reason": "ok" if not failing else "; ".join(f"node {i}: {p['reason']}" for i, p in failing),
+        "parts": parts,
+    }
+    for key in ("created", "successful", "failed", "achieved_rate", "peak_open_calls"):
+        merged[key] = round(sum(p.get(key, 0) for p in parts), 1)
+    for key in ("wall_s", "last_call_started_s", "tail_s"):
+        values = [p[key] for p in parts if key in p]
+        if values:
+            merged[key] = max(values)
+    if failing:
+        merged["errors"] = "\n".join(p.get("errors", "") for _, p in failing)[:3000]
+    return merged
 
 
 def _read_stats(path: str, calls: int, started: float) -> dict:
