@@ -1,0 +1,452 @@
+"""Several Kamailio nodes on a three-node MariaDB Galera cluster
+(tests/galera.py), each attached to a different Galera node: what
+test_cluster.py shows on one database holds on Galera too, with conflicts
+between nodes (certification failures) retried and never seen by a client,
+reads that see what another node just committed (db_sync_wait), and a
+Galera node killed under traffic.
+
+Run alone: tox -- -m galera"""
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import settings
+from galera import galera_cluster  # noqa: F401  (the fixture)
+from harness import ROOT, Kamailio, ScratchDatabase
+from helpers import pidf_body, tuples, wait_answered, wait_until
+from pa_handlers.config import parse_db_url
+from pa_handlers.store import Database, StoreUnavailable
+from sipua import SipUA, rand
+
+pytestmark = pytest.mark.galera
+
+PIDF = "application/pidf+xml"
+# Causal reads for reads, updates and deletes (see the README).
+SYNC_WAIT = 3
+
+
+class GaleraDatabase(ScratchDatabase):
+    """A scratch database on the cluster, reached through any of its nodes."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        super().__init__(server=cluster.nodes[0])
+
+    def url_from(self, first: int, failover: bool = True) -> str:
+        """The url of a node attached to Galera node `first`: that node,
+        then (failover) the others in order."""
+        nodes = self.cluster.nodes
+        order = [nodes[(first + i) % len(nodes)] for i in range(len(nodes) if failover else 1)]
+        hosts = ",".join(f"127.0.0.1:{n.port}" for n in order)
+        return f"mysql://{self.user}:{self.password}@{hosts}/{self.name}"
+
+    def query_on(self, index: int, sql: str, args=()) -> list[tuple]:
+        """A query through one Galera node, seeing every commit the cluster
+        made before it (causal read)."""
+        import pymysql
+        with pymysql.connect(host="127.0.0.1", port=self.cluster.nodes[index].port,
+                             user=self.user, password=self.password, database=self.name,
+                             autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("SET SESSION wsrep_sync_wait = 1")
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+    def live(self) -> list[int]:
+        return [i for i, n in enumerate(self.cluster.nodes) if n.running()]
+
+
+@pytest.fixture(scope="module")
+def gdb(galera_cluster):
+    db = GaleraDatabase(galera_cluster)
+    yield db
+    db.drop()
+
+
+def node_settings(gdb, index, **extra):
+    return settings(gdb, db_url=gdb.url_from(index), db_sync_wait=SYNC_WAIT, **extra)
+
+
+def start_node(gdb, index, **extra) -> Kamailio:
+    """A Kamailio attached to Galera node `index` (its registrar too)."""
+    return Kamailio(node_settings(gdb, index, **extra),
+                    usrloc_db_url=gdb.url_from(index, failover=False)).start()
+
+
+@pytest.fixture(scope="module")
+def nodes(gdb):
+    """Three Kamailio nodes, the first on Galera node 1, the second on 2,
+    the third on 3."""
+    started = [start_node(gdb, i) for i in range(3)]
+    yield started
+    for k in started:
+        assert "Traceback" not in k.log()
+        k.cleanup()
+
+
+def publish(ua, presentity, body, etag=None, expires=None, timeout=5.0):
+    headers = [("Event", "presence")]
+    if body:
+        headers.append(("Content-Type", PIDF))
+    if etag:
+        headers.append(("SIP-If-Match", etag))
+    if expires is not None:
+        headers.append(("Expires", str(expires)))
+    return ua.request("PUBLISH", presentity, headers, body, timeout=timeout)
+
+
+def at(node, **kw) -> SipUA:
+    return SipUA(node.address, **kw)
+
+
+def retries(nodes) -> int:
+    """Transactions run again after a conflict, summed over the nodes."""
+    total = 0
+    for k in nodes:
+        out = k.rpc("stats.get_statistics", "pa_db_retries")
+        total += int(out.rsplit("=", 1)[1].strip())
+    return total
+
+
+# -- the store's transactions on Galera ---------------------------------------
+
+def test_transactions_through_two_galera_nodes_never_half_commit(gdb):
+    """Four clients through two Galera nodes increment one counter and log
+    each increment, in one transaction of two writes each: conflicts abort
+    some (certification failures, retried), and what was acknowledged is
+    exactly what the cluster holds, no more (a half-commit adds a counter
+    step or a log row nobody was told of), no less."""
+    gdb.query("CREATE TABLE counter (id INT PRIMARY KEY, v INT NOT NULL)")
+    gdb.query("CREATE TABLE counter_log (who INT, n INT, PRIMARY KEY (who, n))")
+    gdb.query("INSERT INTO counter VALUES (1, 0)")
+    acknowledged, failed, retried = [], [], []
+
+    def client(who):
+        db = Database(parse_db_url(gdb.url_from(who % 2, failover=False)), timeout=5,
+                      sync_wait=SYNC_WAIT)
+        try:
+            for n in range(40):
+                try:
+                    db.transaction(lambda tx: tx.batch(
+                        ("UPDATE counter SET v = v + 1 WHERE id = 1", ()),
+                        ("INSERT INTO counter_log VALUES (%s, %s)", (who, n)), commit=True))
+                    acknowledged.append((who, n))
+                except StoreUnavailable:
+                    failed.append((who, n))
+            retried.append(db.retries)
+        finally:
+            db.discard()
+    threads = [threading.Thread(target=client, args=(who,)) for who in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sum(retried) > 0, "no conflict happened: the test proves nothing"
+    for node in range(3):
+        [(counter,)] = gdb.query_on(node, "SELECT v FROM counter")
+        logged = gdb.query_on(node, "SELECT who, n FROM counter_log")
+        assert counter == len(acknowledged)
+        assert sorted(logged) == sorted(acknowledged)
+    # Retried with a few attempts and a pause: nearly all get through.
+    assert len(failed) <= 4, failed
+
+
+# -- what two nodes do on one database, on Galera ------------------------------
+
+def test_a_publish_at_one_node_notifies_watchers_of_another(nodes, presentity, gdb):
+    a, b, _ = nodes
+    watcher, publisher = at(a), at(b, user="dev")
+    try:
+        _, d = watcher.subscribe(presentity)
+        watcher.wait_notify(d.call_id)
+        wait_answered(gdb, d.call_id)
+        assert publish(publisher, presentity, pidf_body(presentity, "t", "open")).status == 200
+        n = watcher.wait_notify(d.call_id, 2)
+        assert tuples(n.body) == [("t", "open")]
+        assert f":{b.port};branch=" in n.get("via")
+    finally:
+        watcher.close()
+        publisher.close()
+
+
+def test_a_register_at_one_node_notifies_watchers_of_another(nodes, presentity):
+    a, _, c = nodes
+    watcher, phone = at(a), at(c, user=presentity[4:].split("@")[0])
+    try:
+        _, d = watcher.subscribe(presentity)
+        watcher.wait_notify(d.call_id)
+        assert phone.register(presentity).status == 200
+        assert b"<basic>open</basic>" in watcher.wait_notify(d.call_id, 2).body
+    finally:
+        watcher.close()
+        phone.close()
+
+
+def test_refresh_and_unsubscribe_through_other_nodes_cseq_keeps_growing(nodes, presentity):
+    a, b, c = nodes
+    watcher = at(a)
+    try:
+        _, d = watcher.subscribe(presentity)
+        watcher.wait_notify(d.call_id)
+        for n, node in enumerate((b, c, a, c, b)):
+            d.target = f"sip:127.0.0.1:{node.port}"
+            watcher.server = node.address
+            assert watcher.resubscribe(d, 600).status == 200
+            watcher.wait_notify(d.call_id, n + 2)
+        d.target = f"sip:127.0.0.1:{c.port}"
+        watcher.server = c.address
+        assert watcher.resubscribe(d, 0).status == 200
+        final = watcher.wait_notify(d.call_id, 7)
+        assert final.subscription_state() == ("terminated", {"reason": "timeout"})
+        assert [n.cseq[0] for n in watcher.notifies(d.call_id)] == [1, 2, 3, 4, 5, 6, 7]
+    finally:
+        watcher.close()
+
+
+def test_each_subscription_expiry_is_notified_exactly_once(nodes, presentity):
+    """Three nodes' timers sweep through three Galera nodes: claims are
+    local to a Galera node, so two may claim one expiry; one of them fails
+    certification and finds it gone."""
+    watcher = at(nodes[0])
+    try:
+        dialogs = []
+        for i in range(24):
+            watcher.server = nodes[i % 3].address
+            r, d = watcher.subscribe(presentity, expires=2)
+            assert r.status == 200
+            dialogs.append(d)
+        time.sleep(5)
+        finals = [[n for n in watcher.notifies(d.call_id)
+                   if n.subscription_state()[0] == "terminated"] for d in dialogs]
+        assert [len(f) for f in finals] == [1] * 24
+        assert [len({n.cseq for n in watcher.notifies(d.call_id)}) for d in dialogs] == [2] * 24
+    finally:
+        watcher.close()
+
+
+def test_each_publication_expiry_is_notified_exactly_once(nodes, presentity, gdb):
+    """A publication that expires is taken out once: each watcher (one
+    through each node) gets exactly one NOTIFY of the closed document."""
+    dev = at(nodes[1], user="dev")
+    watchers = [at(k) for k in nodes]
+    try:
+        dialogs = []
+        for w in watchers:
+            _, d = w.subscribe(presentity)
+            w.wait_notify(d.call_id)
+            dialogs.append(d)
+        for d in dialogs:
+            wait_answered(gdb, d.call_id)
+        assert publish(dev, presentity, pidf_body(presentity, "t", "open"), expires=2).status == 200
+        for w, d in zip(watchers, dialogs):
+            w.wait_notify(d.call_id, 2)
+        time.sleep(5)
+        for w, d in zip(watchers, dialogs):
+            seen = {n.cseq[0]: n for n in w.notifies(d.call_id)}
+            assert sorted(seen) == [1, 2, 3]
+            assert tuples(seen[3].body) == [("pa-closed", "closed")]
+        assert gdb.query_on(2, "SELECT COUNT(*) FROM pa_publication WHERE presentity = %s",
+                            (presentity[4:],)) == [(0,)]
+    finally:
+        dev.close()
+        for w in watchers:
+            w.close()
+
+
+def test_notify_cseq_strictly_increases_with_publishes_through_every_node(nodes, presentity,
+                                                                         gdb):
+    """PUBLISHes reach the three nodes in turn, without waiting: every
+    NOTIFY the watcher gets has a CSeq above the one before (never twice
+    the same), and the last one carries the last state."""
+    a = nodes[0]
+    watcher = at(a)
+    devs = [at(k, user="dev") for k in nodes]
+    try:
+        _, d = watcher.subscribe(presentity)
+        watcher.wait_notify(d.call_id)
+        etag = None
+        for i in range(12):
+            r = publish(devs[i % 3], presentity, pidf_body(presentity, "t", "open", note=f"n{i}"),
+                        etag=etag)
+            assert r.status == 200, (i, r.status)
+            etag = r.get("sip-etag")
+        last = watcher.wait_notify_until(d.call_id, lambda n: b"n11" in n.body, timeout=10)
+        assert last is not None
+        time.sleep(1)
+        cseqs = [n.cseq[0] for n in watcher.notifies(d.call_id)]
+        distinct = sorted(set(cseqs))
+        assert distinct == list(range(1, len(distinct) + 1))
+        # A retransmission repeats a CSeq with the same body; never two bodies.
+        bodies = {}
+        for n in watcher.notifies(d.call_id):
+            assert bodies.setdefault(n.cseq[0], n.body) == n.body
+        for node in range(3):
+            assert gdb.query_on(node, "SELECT local_cseq FROM pa_subscription WHERE call_id = %s",
+                                (d.call_id,)) == [(distinct[-1],)]
+    finally:
+        watcher.close()
+        for dev in devs:
+            dev.close()
+
+
+def test_an_entity_tag_given_by_one_node_is_good_at_the_next_at_once(nodes, presentity):
+    """A device's refresh reaches another node right after the answer
+    with its new entity-tag: with causal reads that node sees the tag."""
+    devs = [at(k, user="dev") for k in nodes]
+    try:
+        r = publish(devs[0], presentity, pidf_body(presentity, "t", "open", note="0"))
+        etag = r.get("sip-etag")
+        codes = []
+        for i in range(1, 31):
+            r = publish(devs[i % 3], presentity,
+                        pidf_body(presentity, "t", "open", note=str(i)), etag=etag)
+            codes.append(r.status)
+            etag = r.get("sip-etag") or etag
+        assert codes == [200] * 30
+    finally:
+        for dev in devs:
+            dev.close()
+
+
+def test_winfo_versions_grow_whatever_node_sends(nodes, presentity, gdb):
+    owner = presentity[4:].split("@")[0]
+    me = at(nodes[0], user=owner)
+    others = [at(nodes[1 + i % 2], user=f"w{i}{rand(4)}") for i in range(4)]
+    try:
+        r, w = me.subscribe(presentity, event="presence.winfo",
+                            headers=[("Accept", "application/watcherinfo+xml")])
+        assert r.status == 200
+        me.wait_notify(w.call_id)
+        for n, other in enumerate(others):
+            wait_answered(gdb, w.call_id)
+            other.subscribe(presentity)
+            me.wait_notify(w.call_id, n + 2)
+        versions = [winfo_version(n.body) for n in me.notifies(w.call_id)]
+        assert versions == sorted(set(versions)) and versions[0] == 0 and versions[-1] == 4
+        senders = {n.get("via").split(";")[0].rsplit(":", 1)[1] for n in me.notifies(w.call_id)}
+        assert len(senders) >= 2
+    finally:
+        me.close()
+        for other in others:
+            other.close()
+
+
+def winfo_version(body: bytes) -> int:
+    from lxml import etree
+    return int(etree.fromstring(body).get("version"))
+
+
+# -- authorization and tasks ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def auth_nodes(gdb):
+    """Two nodes that want digest credentials and the presentity's
+    decision (auth implicit); no sweeps but at start and on tasks."""
+    started = [start_node(gdb, i, auth="implicit") for i in (1, 2)]
+    yield started
+    for k in started:
+        k.cleanup()
+
+
+def user(node, gdb, name):
+    gdb.add_subscriber(name, "127.0.0.1", "secret")
+    ua = at(node, user=name)
+    ua.credentials = (name, "secret")
+    return ua
+
+
+def admin(config, *args):
+    result = subprocess.run([sys.executable, "-m", "pa_handlers.admin", "--config", config,
+                             *args], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_approvals_and_removals_through_pa_admin_on_a_third_node_are_sent_once(
+        auth_nodes, gdb, presentity, tmp_path):
+    """pa-admin, on Galera node 1, leaves a task that one of the Kamailio
+    nodes (on Galera nodes 2 and 3) carries out, once."""
+    config = tmp_path / "pa.yaml"
+    import yaml
+    config.write_text(yaml.safe_dump(node_settings(gdb, 0, auth="implicit")))
+    watchers = [user(k, gdb, "w" + rand(6)) for k in auth_nodes]
+    try:
+        dialogs = []
+        for w in watchers:
+            r, d = w.subscribe(presentity)
+            assert r.status == 200
+            assert w.wait_notify(d.call_id).subscription_state()[0] == "pending"
+            dialogs.append(d)
+        for w in watchers:
+            admin(str(config), "approve", presentity, w.aor)
+        for w, d in zip(watchers, dialogs):
+            assert w.wait_notify(d.call_id, 2).subscription_state()[0] == "active"
+        admin(str(config), "remove", presentity, watchers[0].aor)
+        final = watchers[0].wait_notify(dialogs[0].call_id, 3)
+        assert final.subscription_state() == ("terminated", {"reason": "deactivated"})
+        time.sleep(2)
+        assert [len({n.cseq for n in w.notifies(d.call_id)})
+                for w, d in zip(watchers, dialogs)] == [3, 2]
+        assert gdb.query_on(1, "SELECT COUNT(*) FROM pa_task") == [(0,)]
+    finally:
+        for w in watchers:
+            w.close()
+
+
+# -- conflicts ------------------------------------------------------------------
+
+def test_concurrent_publishes_of_one_presentity_through_three_nodes(nodes, presentity, gdb):
+    """Six devices of one presentity publish at once, ten times each,
+    through the three nodes (so through three Galera nodes): every answer
+    is 200, the document ends with every device's last state, the
+    watcher's NOTIFY CSeqs never repeat, and the conflicts were retried."""
+    before = retries(nodes)
+    watcher = at(nodes[0])
+    _, d = watcher.subscribe(presentity)
+    watcher.wait_notify(d.call_id)
+    codes = {}
+
+    def device(n):
+        ua = at(nodes[n % 3], user=f"dev{n}")
+        etag = None
+        try:
+            for i in range(10):
+                r = publish(ua, presentity,
+                            pidf_body(presentity, f"dev{n}", "open", note=f"dev{n}-{i}"),
+                            etag=etag, timeout=10)
+                codes[(n, i)] = r.status
+                if r.status == 200:
+                    etag = r.get("sip-etag")
+                else:
+                    assert r.status != 500 or r.get("retry-after")
+        finally:
+            ua.close()
+    threads = [threading.Thread(target=device, args=(n,)) for n in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(set(codes.values())) == [200] and len(codes) == 60
+        expected = sorted((f"dev{n}", "open") for n in range(6))
+        for node in range(3):
+            [(body,)] = gdb.query_on(node, "SELECT body FROM pa_document WHERE presentity = %s",
+                                     (presentity[4:],))
+            assert sorted(tuples(body)) == expected
+            assert all(f"dev{n}-9".encode() in body for n in range(6))
+        last = watcher.wait_notify_until(
+            d.call_id, lambda m: all(f"dev{n}-9".encode() in m.body for n in range(6)),
+            timeout=10)
+        assert last is not None
+        bodies = {}
+        for m in watcher.notifies(d.call_id):
+            assert bodies.setdefault(m.cseq[0], m.body) == m.body, "a CSeq sent twice"
+        assert sorted(bodies) == list(range(1, len(bodies) + 1))
+        assert retries(nodes) > before, "no conflict retried: the test proves nothing"
+    finally:
+        watcher.close()
