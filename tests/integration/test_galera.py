@@ -28,7 +28,7 @@ pytestmark = pytest.mark.galera
 
 PIDF = "application/pidf+xml"
 # Causal reads for reads, updates and deletes (see the README).
-SYNC_WAIT = 3
+SYNC_WAIT = int(os.environ.get("PA_TEST_GALERA_SYNC_WAIT", "3"))
 
 
 class GaleraDatabase(ScratchDatabase):
