@@ -64,8 +64,9 @@ class Settings:
     winfo_auth: str = "implicit"
     # Not in SER; needed to behave well on a network and under faults.
     db_timeout: float = 3.0
-    # Galera's causal reads (wsrep_sync_wait) for every statement of the
-    # plugin's connections: 0 off, 3 reads, updates and deletes.
+    # Galera's causal reads (wsrep_sync_wait) for the plugin's connections:
+    # 0 off, 7 every statement outside a transaction and the first of each
+    # transaction (SELECT 1, UPDATE/DELETE 2, INSERT 4).
     db_sync_wait: int = 0
     retry_after: int = 5
     notify_timeout: int = 32

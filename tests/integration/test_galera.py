@@ -27,8 +27,9 @@ from sipua import SipUA, rand
 pytestmark = pytest.mark.galera
 
 PIDF = "application/pidf+xml"
-# Causal reads for reads, updates and deletes (see the README).
-SYNC_WAIT = int(os.environ.get("PA_TEST_GALERA_SYNC_WAIT", "3"))
+# Causal reads for reads, updates, deletes and inserts (see the README: a
+# transaction waits at its first statement only, which may be an INSERT).
+SYNC_WAIT = int(os.environ.get("PA_TEST_GALERA_SYNC_WAIT", "7"))
 
 
 class GaleraDatabase(ScratchDatabase):
