@@ -465,6 +465,67 @@ def restarted(galera_cluster):
             galera_cluster.restart(i)
 
 
+def db_cluster_cfg(directory, urls: list[str]) -> str:
+    """kamailio.cfg.sample with the README's db_cluster recipe: usrloc and
+    auth_db on the Galera nodes of `urls`, tried in order."""
+    with open(os.path.join(ROOT, "kamailio.cfg.sample")) as f:
+        text = f.read()
+    recipe = ['loadmodule "db_cluster.so"']
+    recipe += [f'modparam("db_cluster", "connection", "c{i + 1}=>{url}")'
+               for i, url in enumerate(urls)]
+    recipe.append('modparam("db_cluster", "cluster", "pa=>' + ";".join(
+        f"c{i + 1}={9 - i}s{9 - i}s" for i in range(len(urls))) + '")')
+    anchor = 'loadmodule "app_python3.so"\n'
+    assert anchor in text
+    text = text.replace(anchor, anchor + "\n".join(recipe) + "\n")
+    for module in ("usrloc", "auth_db"):
+        line = f'modparam("{module}", "db_url", PA_DB_URL)'
+        assert line in text
+        text = text.replace(line, f'modparam("{module}", "db_url", "cluster://pa")')
+    path = os.path.join(directory, "kamailio.cfg")
+    with open(path, "w") as f:
+        f.write(text)
+    # Its import_file is relative to the configuration.
+    os.symlink(os.path.join(ROOT, "kemi"), os.path.join(directory, "kemi"))
+    return path
+
+
+def test_the_registrar_on_db_cluster_carries_on_when_a_galera_node_dies(
+        gdb, galera_cluster, restarted, presentity, tmp_path):
+    """usrloc and auth_db have no db_url with several hosts: the README's
+    recipe puts them on db_cluster, which tries the next Galera node when
+    the first fails; the plugin's own db_url names all three."""
+    cfg = db_cluster_cfg(str(tmp_path), [gdb.url_from(i, failover=False) for i in range(3)])
+    k = Kamailio(node_settings(gdb, 0), cfg=cfg).start()
+    user_name = presentity[4:].split("@")[0]
+    watcher, phone = at(k), at(k, user=user_name)
+    try:
+        _, d = watcher.subscribe(presentity)
+        watcher.wait_notify(d.call_id)
+        assert phone.register(presentity, expires=600).status == 200
+        watcher.wait_notify_until(d.call_id, lambda n: b"<basic>open</basic>" in n.body)
+        galera_cluster.kill(0)
+        galera_cluster.wait_size(2)
+        time.sleep(1.2)    # the plugin's pause after a failure
+        other = at(k, user=user_name)
+        try:
+            assert other.register(presentity, expires=600).status == 200
+        finally:
+            other.close()
+        bindings = gdb.query_on(1, "SELECT COUNT(*) FROM location WHERE username = %s",
+                                (user_name,))
+        assert bindings == [(2,)]
+        assert phone.register(presentity, expires=0).status == 200
+        watcher.wait_notify_until(d.call_id, lambda n: b"<basic>open</basic>" in n.body,
+                                  after=1)
+    finally:
+        watcher.close()
+        phone.close()
+        log = k.log()
+        k.cleanup()
+    assert "Traceback" not in log
+
+
 @pytest.fixture
 def node_a(gdb):
     """A Kamailio node on Galera node 1 whose NOTIFYs wait long for their
