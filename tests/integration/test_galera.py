@@ -449,7 +449,9 @@ def test_concurrent_publishes_of_one_presentity_through_three_nodes(nodes, prese
         for m in watcher.notifies(d.call_id):
             assert bodies.setdefault(m.cseq[0], m.body) == m.body, "a CSeq sent twice"
         assert sorted(bodies) == list(range(1, len(bodies) + 1))
-        assert retries(nodes) > before, "no conflict retried: the test proves nothing"
+        retried = retries(nodes) - before
+        print(f"\n60 PUBLISHes of one presentity through three nodes: {retried} retries")
+        assert retried > 0, "no conflict retried: the test proves nothing"
     finally:
         watcher.close()
 
