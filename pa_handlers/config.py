@@ -66,7 +66,7 @@ class Settings:
     db_timeout: float = 3.0
     # Galera's causal reads (wsrep_sync_wait) for the plugin's connections:
     # 0 off, 7 every statement outside a transaction and the first of each
-    # transaction (SELECT 1, UPDATE/DELETE 2, INSERT 4).
+    # transaction (bits: reads 1, updates and deletes 2, inserts 4).
     db_sync_wait: int = 0
     retry_after: int = 5
     notify_timeout: int = 32
@@ -227,20 +227,25 @@ def _networks(key: str):
 def parse_db_url(value: Any) -> DatabaseUrl:
     if not isinstance(value, str):
         raise ConfigError(f"'db_url' must be a string like mysql://user:pass@host:3306/db, not {value!r}")
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme not in ("mysql", "mariadb"):
+    scheme, _, rest = value.partition("://")
+    if scheme not in ("mysql", "mariadb"):
         raise ConfigError("'db_url' must start with mysql://")
+    # The authority by hand: urlsplit wants one host, a list has several.
+    netloc, _, tail = rest.partition("/")
+    userinfo, _, hostlist = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    parts = urllib.parse.urlsplit("mysql://host/" + tail)
     database = urllib.parse.unquote(parts.path.lstrip("/"))
     if not database or "/" in database:
         raise ConfigError("'db_url' must name one database: mysql://user:pass@host:3306/db")
-    hosts = _db_hosts(parts.netloc.rpartition("@")[2])
+    hosts = _db_hosts(hostlist)
     query = urllib.parse.parse_qs(parts.query)
     unknown = set(query) - {"unix_socket"}
     if unknown:
         raise ConfigError(f"'db_url' has unknown option {sorted(unknown)[0]!r} (only unix_socket is known)")
     return DatabaseUrl(
-        user=urllib.parse.unquote(parts.username or ""),
-        password=urllib.parse.unquote(parts.password or ""),
+        user=urllib.parse.unquote(user),
+        password=urllib.parse.unquote(password),
         host=hosts[0][0],
         port=hosts[0][1],
         database=database,

@@ -78,3 +78,30 @@ def test_a_deadlocked_transaction_runs_again_from_the_start(table, db):
             raise DRIVER.OperationalError(1213, "Deadlock found")
     db.transaction(work)
     assert len(attempts) == 2 and rows(table) == [(1, 1)]
+
+
+def test_a_url_with_several_hosts_connects_to_the_first_that_answers(table):
+    """A Galera node that is down (nothing listens) is passed over, and a
+    process stays with the server it reached."""
+    from harness import free_port
+    dead = free_port()
+    url = table.url().replace(f"@{table.host}:{table.port}/",
+                              f"@127.0.0.1:{dead},{table.host}:{table.port}/")
+    db = Database(parse_db_url(url), timeout=3.0)
+    try:
+        assert db.run(lambda s: (s.execute("SELECT @@port"), s.fetchone())[1]) == (table.port,)
+        db.discard()
+        assert db.run(lambda s: (s.execute("SELECT 1"), s.fetchone())[1]) == (1,)
+    finally:
+        db.discard()
+
+
+def test_causal_reads_are_set_on_each_connection(table):
+    """db_sync_wait sets wsrep_sync_wait, which a MariaDB without Galera
+    accepts too (and ignores)."""
+    db = Database(parse_db_url(table.url()), timeout=3.0, sync_wait=7)
+    try:
+        assert db.run(lambda s: (s.execute("SELECT @@SESSION.wsrep_sync_wait"),
+                                 s.fetchone())[1]) == (7,)
+    finally:
+        db.discard()
