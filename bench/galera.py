@@ -5,7 +5,11 @@ PUBLISH + refresh to new presentities) at fixed rates, against
   single  one Kamailio node on one MariaDB server (a private one), and
   galera  two Kamailio nodes, each on its own node of a three-node Galera
           cluster (tests/galera.py), db_sync_wait 7, each node getting
-          half the rate from its own sipp.
+          half the rate from its own sipp;
+
+and the same two for Kamailio's native presence in its database-only mode
+(bench/native.cfg with subs_db_mode 3, publ_cache 0: what several native
+nodes on one database need), "native-single" and "native-galera".
 
     /usr/bin/python3 bench/galera.py [--rates 100,200,400] [--duration 8]
 
@@ -32,10 +36,11 @@ import procs  # noqa: E402
 import seed  # noqa: E402
 import sipp  # noqa: E402
 from galera import GaleraCluster  # noqa: E402
-from harness import Kamailio, PrivateMariaDB, ScratchDatabase  # noqa: E402
+from harness import KAMAILIO_SQL, Kamailio, PrivateMariaDB, ScratchDatabase  # noqa: E402
 
 PRESENTITIES = [f"pres{i}" for i in range(500)]
 SCENARIO = {"B1": "subscribe.xml", "B3": "publish.xml"}
+NATIVE_CFG = os.path.join(HERE, "native.cfg")
 
 
 class Setup:
@@ -51,13 +56,20 @@ class Setup:
 
     def start(self, seeded: bool):
         db = ScratchDatabase(server=self.servers[0])
+        native = self.name.startswith("native")
+        if native:
+            with open(os.path.join(KAMAILIO_SQL, "presence-create.sql"), "rb") as f:
+                import subprocess
+                subprocess.run(self.servers[0].client() + [db.name], stdin=f, check=True)
         nodes = []
         for i, server in enumerate(self.servers):
             url = f"mysql://{db.user}:{db.password}@127.0.0.1:{server.port}/{db.name}"
             settings = dict(db_url=url, auth="none", timer_interval=10)
             if self.name == "galera":
                 settings["db_sync_wait"] = 7
-            nodes.append(Kamailio(settings, children=self.children, usrloc_db_url=url).start())
+            extra = dict(cfg=NATIVE_CFG, env={"PA_NATIVE_DB_ONLY": "1"}) if native else {}
+            nodes.append(Kamailio(settings, children=self.children, usrloc_db_url=url,
+                                  **extra).start())
         if seeded:
             done = seed.publish_all(nodes[0].port, PRESENTITIES)
             if done != len(PRESENTITIES):
@@ -113,6 +125,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=8)
     parser.add_argument("--children", type=int, default=4, help="workers per Kamailio node")
     parser.add_argument("--only", default="B1,B3")
+    parser.add_argument("--setups", default="single,galera,native-single,native-galera")
     parser.add_argument("--json", help="write the steps to this file")
     args = parser.parse_args()
     procs.install_handlers()
@@ -121,16 +134,18 @@ def main() -> int:
     cluster = GaleraCluster().start()
     steps = []
     try:
-        setups = [Setup("single", [single], args.children),
-                  Setup("galera", cluster.nodes[:2], args.children)]
-        setups[0].all_servers = [single]
-        setups[1].all_servers = cluster.nodes
+        setups = []
+        for name in args.setups.split(","):
+            setup = Setup(name, cluster.nodes[:2] if name.endswith("galera") else [single],
+                          args.children)
+            setup.all_servers = cluster.nodes if name.endswith("galera") else [single]
+            setups.append(setup)
         for bench in args.only.split(","):
             for rate in [float(r) for r in args.rates.split(",")]:
                 for setup in setups:
                     r = step(setup, bench, rate, args.duration, workdir)
                     steps.append(r)
-                    print(f"{bench} {setup.name:6} {rate:6g}/s: "
+                    print(f"{bench} {setup.name:13} {rate:6g}/s: "
                           f"{'pass' if r['passed'] else 'FAIL'} ({r['reason']}), "
                           f"{r['successful']}/{r['calls']} ok, achieved {r['achieved_rate']}/s, "
                           f"CPU {r['cpu_per_1000']} s/1000 (Kamailio {r['cpu_kamailio_s']} s"

@@ -106,9 +106,13 @@ class GaleraNode:
         os.makedirs(self.dir, exist_ok=True)
         shutil.chown(self.dir, "mysql", "mysql")
         if bootstrap and not os.path.isdir(os.path.join(self.datadir, "mysql")):
-            subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={self.datadir}",
-                            "--user=mysql", "--auth-root-authentication-method=normal",
-                            "--skip-test-db"], check=True, capture_output=True, timeout=120)
+            done = subprocess.run(["mariadb-install-db", "--no-defaults",
+                                   f"--datadir={self.datadir}", "--user=mysql",
+                                   "--auth-root-authentication-method=normal", "--skip-test-db"],
+                                  capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+            if done.returncode != 0:
+                raise RuntimeError(f"mariadb-install-db failed for {self.name}:\n"
+                                   + done.stderr.decode("utf-8", "replace")[-2000:])
         elif not os.path.isdir(self.datadir):
             # A joiner: the donor sends everything (SST by rsync).
             os.makedirs(self.datadir)
