@@ -7,9 +7,9 @@ PUBLISH + refresh to new presentities) at fixed rates, against
           cluster (tests/galera.py), db_sync_wait 7, each node getting
           half the rate from its own sipp;
 
-and the same two for Kamailio's native presence in its database-only mode
-(bench/native.cfg with subs_db_mode 3, publ_cache 0: what several native
-nodes on one database need), "native-single" and "native-galera".
+and the same two for Kamailio's native presence with its subscriptions in
+the database only (bench/native.cfg with subs_db_mode 3, what several
+native nodes on one database need), "native-single" and "native-galera".
 
     /usr/bin/python3 bench/galera.py [--rates 100,200,400] [--duration 8]
 
@@ -97,7 +97,8 @@ def step(setup: Setup, bench: str, rate: float, duration: float, workdir: str) -
                    successful=sum(r.get("successful", 0) for r in results),
                    achieved_rate=round(sum(r.get("achieved_rate", 0) for r in results), 1),
                    passed=all(r["passed"] for r in results),
-                   reason="; ".join(sorted({r["reason"] for r in results})))
+                   reason="; ".join(sorted({r["reason"] for r in results})),
+                   errors=[r.get("errors", "")[:600] for r in results if not r["passed"]])
         out.update(procs.cpu_delta(before, after, calls))
         return out
     finally:
