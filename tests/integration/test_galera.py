@@ -8,7 +8,6 @@ Galera node killed under traffic.
 Run alone: tox -- -m galera"""
 
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -19,14 +18,17 @@ import pytest
 from conftest import settings
 from galera import galera_cluster  # noqa: F401  (the fixture)
 from harness import ROOT, Kamailio, ScratchDatabase
-from helpers import pidf_body, tuples, wait_answered, wait_until
+from helpers import pidf_body, tuples, wait_answered
+from multinode import (at, each_expiry_notified_once, publish,
+                       publish_notifies_watchers_of_another_node,
+                       refresh_and_end_through_other_nodes,
+                       register_notifies_watchers_of_another_node)
 from pa_handlers.config import parse_db_url
 from pa_handlers.store import Database, StoreUnavailable
-from sipua import SipUA, rand
+from sipua import rand
 
 pytestmark = pytest.mark.galera
 
-PIDF = "application/pidf+xml"
 # Causal reads for reads, updates, deletes and inserts (see the README: a
 # transaction waits at its first statement only, which may be an INSERT).
 SYNC_WAIT = int(os.environ.get("PA_TEST_GALERA_SYNC_WAIT", "7"))
@@ -91,21 +93,6 @@ def nodes(gdb):
         k.cleanup()
 
 
-def publish(ua, presentity, body, etag=None, expires=None, timeout=5.0):
-    headers = [("Event", "presence")]
-    if body:
-        headers.append(("Content-Type", PIDF))
-    if etag:
-        headers.append(("SIP-If-Match", etag))
-    if expires is not None:
-        headers.append(("Expires", str(expires)))
-    return ua.request("PUBLISH", presentity, headers, body, timeout=timeout)
-
-
-def at(node, **kw) -> SipUA:
-    return SipUA(node.address, **kw)
-
-
 def retries(nodes) -> int:
     """Transactions run again after a conflict, summed over the nodes."""
     total = 0
@@ -161,74 +148,23 @@ def test_transactions_through_two_galera_nodes_never_half_commit(gdb):
 # -- what two nodes do on one database, on Galera ------------------------------
 
 def test_a_publish_at_one_node_notifies_watchers_of_another(nodes, presentity, gdb):
-    a, b, _ = nodes
-    watcher, publisher = at(a), at(b, user="dev")
-    try:
-        _, d = watcher.subscribe(presentity)
-        watcher.wait_notify(d.call_id)
-        wait_answered(gdb, d.call_id)
-        assert publish(publisher, presentity, pidf_body(presentity, "t", "open")).status == 200
-        n = watcher.wait_notify(d.call_id, 2)
-        assert tuples(n.body) == [("t", "open")]
-        assert f":{b.port};branch=" in n.get("via")
-    finally:
-        watcher.close()
-        publisher.close()
+    publish_notifies_watchers_of_another_node(nodes[0], nodes[1], presentity, gdb)
 
 
 def test_a_register_at_one_node_notifies_watchers_of_another(nodes, presentity):
-    a, _, c = nodes
-    watcher, phone = at(a), at(c, user=presentity[4:].split("@")[0])
-    try:
-        _, d = watcher.subscribe(presentity)
-        watcher.wait_notify(d.call_id)
-        assert phone.register(presentity).status == 200
-        assert b"<basic>open</basic>" in watcher.wait_notify(d.call_id, 2).body
-    finally:
-        watcher.close()
-        phone.close()
+    register_notifies_watchers_of_another_node(nodes[0], nodes[2], presentity)
 
 
 def test_refresh_and_unsubscribe_through_other_nodes_cseq_keeps_growing(nodes, presentity):
     a, b, c = nodes
-    watcher = at(a)
-    try:
-        _, d = watcher.subscribe(presentity)
-        watcher.wait_notify(d.call_id)
-        for n, node in enumerate((b, c, a, c, b)):
-            d.target = f"sip:127.0.0.1:{node.port}"
-            watcher.server = node.address
-            assert watcher.resubscribe(d, 600).status == 200
-            watcher.wait_notify(d.call_id, n + 2)
-        d.target = f"sip:127.0.0.1:{c.port}"
-        watcher.server = c.address
-        assert watcher.resubscribe(d, 0).status == 200
-        final = watcher.wait_notify(d.call_id, 7)
-        assert final.subscription_state() == ("terminated", {"reason": "timeout"})
-        assert [n.cseq[0] for n in watcher.notifies(d.call_id)] == [1, 2, 3, 4, 5, 6, 7]
-    finally:
-        watcher.close()
+    refresh_and_end_through_other_nodes(a, (b, c, a, c, b), c, presentity)
 
 
 def test_each_subscription_expiry_is_notified_exactly_once(nodes, presentity):
     """Three nodes' timers sweep through three Galera nodes: claims are
     local to a Galera node, so two may claim one expiry; one of them fails
     certification and finds it gone."""
-    watcher = at(nodes[0])
-    try:
-        dialogs = []
-        for i in range(24):
-            watcher.server = nodes[i % 3].address
-            r, d = watcher.subscribe(presentity, expires=2)
-            assert r.status == 200
-            dialogs.append(d)
-        time.sleep(5)
-        finals = [[n for n in watcher.notifies(d.call_id)
-                   if n.subscription_state()[0] == "terminated"] for d in dialogs]
-        assert [len(f) for f in finals] == [1] * 24
-        assert [len({n.cseq for n in watcher.notifies(d.call_id)}) for d in dialogs] == [2] * 24
-    finally:
-        watcher.close()
+    each_expiry_notified_once(nodes, presentity, count=24)
 
 
 def test_each_publication_expiry_is_notified_exactly_once(nodes, presentity, gdb):
