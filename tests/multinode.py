@@ -105,3 +105,14 @@ def each_expiry_notified_once(nodes, presentity, count: int = 20) -> None:
         assert senders <= {str(k.port) for k in nodes}
     finally:
         watcher.close()
+
+
+def together(work, count: int, timeout: float) -> None:
+    """work(0) ... work(count - 1), each in a thread of its own, at once;
+    returns when all are done (or `timeout` passed for each)."""
+    import threading
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)

@@ -4,7 +4,6 @@ replaced by the others."""
 
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from conftest import settings
 from harness import Kamailio, ScratchDatabase, TcpProxy
 from helpers import pidf_body, tuples, wait_answered, wait_until
-from multinode import (at, each_expiry_notified_once, publish,
+from multinode import (at, each_expiry_notified_once, publish, together,
                        publish_notifies_watchers_of_another_node,
                        refresh_and_end_through_other_nodes,
                        register_notifies_watchers_of_another_node)
@@ -104,11 +103,7 @@ def test_racing_publishers_get_200_or_412_and_nothing_is_lost(nodes, presentity,
             answers[n] = (r.status, r.get("sip-etag"))
         finally:
             ua.close()
-    threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(20)
+    together(race, 8, timeout=20)
     codes = sorted(code for code, _ in answers.values())
     assert codes == [200] + [412] * 7
     [winner] = [n for n, (code, _) in answers.items() if code == 200]

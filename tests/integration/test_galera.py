@@ -19,7 +19,7 @@ from conftest import settings
 from galera import galera_cluster  # noqa: F401  (the fixture)
 from harness import ROOT, Kamailio, ScratchDatabase
 from helpers import pidf_body, tuples, wait_answered
-from multinode import (at, each_expiry_notified_once, publish,
+from multinode import (at, each_expiry_notified_once, publish, together,
                        publish_notifies_watchers_of_another_node,
                        refresh_and_end_through_other_nodes,
                        register_notifies_watchers_of_another_node)
@@ -130,11 +130,7 @@ def test_transactions_through_two_galera_nodes_never_half_commit(gdb):
             retried.append(db.retries)
         finally:
             db.discard()
-    threads = [threading.Thread(target=client, args=(who,)) for who in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    together(client, 4, timeout=120)
     assert sum(retried) > 0, "no conflict happened: the test proves nothing"
     for node in range(3):
         [(counter,)] = gdb.query_on(node, "SELECT v FROM counter")
@@ -364,12 +360,8 @@ def test_concurrent_publishes_of_one_presentity_through_three_nodes(nodes, prese
                     assert r.status != 500 or r.get("retry-after")
         finally:
             ua.close()
-    threads = [threading.Thread(target=device, args=(n,)) for n in range(6)]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        together(device, 6, timeout=60)
         assert sorted(set(codes.values())) == [200] and len(codes) == 60
         expected = sorted((f"dev{n}", "open") for n in range(6))
         for node in range(3):
