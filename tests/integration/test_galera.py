@@ -332,6 +332,77 @@ def test_approvals_and_removals_through_pa_admin_on_a_third_node_are_sent_once(
             w.close()
 
 
+# -- the XMPP gateway's tasks ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def xmpp(gdb, tmp_path_factory):
+    """Prosody, two Kamailio nodes (Galera nodes 1 and 2) serving the
+    jabber domain, and the gateway on Galera node 3."""
+    pytest.importorskip("slixmpp", reason="pip install slixmpp")
+    from prosody import Prosody
+    from test_jabber import COMPONENT, XMPP_DOMAIN, GatewayProcess
+    from xmppclient import Loop
+    server = Prosody(domain=XMPP_DOMAIN, component=COMPONENT).start()
+    server.register("juliet", "pw-juliet")
+    xmpp_settings = dict(xmpp_domains=[XMPP_DOMAIN], xmpp_component=COMPONENT,
+                         xmpp_component_server=f"127.0.0.1:{server.component_port}",
+                         xmpp_component_secret=server.component_secret,
+                         xmpp_sip_domain="127.0.0.1")
+    started = [start_node(gdb, i, **xmpp_settings) for i in (0, 1)]
+    config = tmp_path_factory.mktemp("gateway") / "pa.yaml"
+    import yaml
+    config.write_text(yaml.safe_dump(node_settings(gdb, 2, **xmpp_settings)))
+    gateway = GatewayProcess(str(config), str(config.parent / "gateway.log")).start()
+    loop = Loop()
+    yield started, server, loop
+    loop.close()
+    gateway.stop()
+    for k in started:
+        k.cleanup()
+    server.cleanup()
+
+
+def test_xmpp_presence_reaches_watchers_of_both_nodes_once(xmpp, gdb):
+    """The gateway (on Galera node 3) turns an XMPP user's presence into a
+    publication and leaves the fan-out as a task: one of the nodes does it,
+    once, and each watcher, through either node, sees each change once."""
+    from test_jabber import XMPP_DOMAIN, basic
+    from xmppclient import XmppUser
+    nodes, server, loop = xmpp
+    presentity = f"sip:juliet@{XMPP_DOMAIN}"
+    watchers = [at(k, user=f"w{i}{rand(4)}") for i, k in enumerate(nodes)]
+    juliet = None
+    try:
+        dialogs = []
+        for w in watchers:
+            r, d = w.subscribe(presentity)
+            assert r.status == 200
+            dialogs.append(d)
+        juliet = XmppUser(loop, f"juliet@{XMPP_DOMAIN}", "pw-juliet", server.c2s_port,
+                          True).login()
+        for w, d in zip(watchers, dialogs):
+            w.wait_notify_until(d.call_id, lambda n: n.body and "open" in basic(n.body),
+                                timeout=10)
+        juliet.send(pshow="away", pstatus="on the balcony")
+        for w, d in zip(watchers, dialogs):
+            w.wait_notify_until(d.call_id, lambda n: b"on the balcony" in n.body, timeout=10)
+        time.sleep(1.5)
+        for w, d in zip(watchers, dialogs):
+            bodies = {}
+            for n in w.notifies(d.call_id):
+                assert bodies.setdefault(n.cseq[0], n.body) == n.body, "a CSeq sent twice"
+            assert sorted(bodies) == list(range(1, len(bodies) + 1))
+            # Each state once: no change fanned out twice.
+            states = [bodies[c] for c in sorted(bodies)]
+            assert len(states) == len({b for b in states})
+        assert gdb.query_on(0, "SELECT COUNT(*) FROM pa_task") == [(0,)]
+    finally:
+        if juliet is not None:
+            juliet.close()
+        for w in watchers:
+            w.close()
+
+
 # -- conflicts ------------------------------------------------------------------
 
 def test_concurrent_publishes_of_one_presentity_through_three_nodes(nodes, presentity, gdb):
