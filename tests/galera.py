@@ -249,17 +249,40 @@ class GaleraCluster:
             first.start(bootstrap=True)
         self.wait_synced(first, 1, timeout)
         for n, node in enumerate(others, start=2):
-            if not node.running():
+            if node.running():
+                self.wait_synced(node, n, timeout)
+                continue
+            try:
                 node.start()
-            self.wait_synced(node, n, timeout)
+                self.wait_synced(node, n, timeout)
+            except RuntimeError as first:
+                # A state transfer that failed (its receive port taken
+                # meanwhile by another program of this shared machine):
+                # once more, from nothing, on other ports.
+                node.kill()
+                shutil.rmtree(node.datadir, ignore_errors=True)
+                node.ist, node.sst = _free_tcp_ports(2, self._ports())
+                self._save()
+                node.start()
+                try:
+                    self.wait_synced(node, n, timeout)
+                except RuntimeError as second:
+                    raise second from first
         return self
+
+    def _ports(self) -> set[int]:
+        return {p for node in self.nodes for p in node.ports().values()}
 
     def wait_synced(self, node: GaleraNode, size: int | None = None,
                     timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while not node.synced(size):
             if not node.running() or time.monotonic() > deadline:
-                raise RuntimeError(f"Galera {node.name} did not join:\n{self.log(node)[-3000:]}")
+                lines = self.log(node).splitlines()
+                errors = [line for line in lines if "ERROR" in line][-15:]
+                raise RuntimeError(f"Galera {node.name} did not join"
+                                   f" ({'exited' if not node.running() else 'timed out'}):\n"
+                                   + "\n".join(errors + lines[-15:]))
             time.sleep(0.1)
 
     def kill(self, index: int) -> None:
