@@ -1,6 +1,8 @@
 """What a Galera cluster costs per operation, on this machine: B1 (new
 subscriptions to 500 presentities with published state) and B3 (initial
-PUBLISH + refresh to new presentities) at fixed rates, against
+PUBLISH + refresh to new presentities) at fixed rates, and B2 (fan-out: 20
+PUBLISH modifications of a presentity with 200 watchers, all through the
+first node), against
 
   single  one Kamailio node on one MariaDB server (a private one), and
   galera  two Kamailio nodes, each on its own node of a three-node Galera
@@ -32,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
+import fanout  # noqa: E402
 import procs  # noqa: E402
 import seed  # noqa: E402
 import sipp  # noqa: E402
@@ -75,6 +78,25 @@ class Setup:
             if done != len(PRESENTITIES):
                 raise RuntimeError(f"seeding published {done} of {len(PRESENTITIES)}")
         return db, nodes
+
+
+def fan_out(setup: Setup, watchers: int) -> dict:
+    """B2: one presentity, `watchers` watchers, 20 PUBLISH modifications,
+    all through the first node (on the cluster, the others apply every
+    write all the same)."""
+    db, nodes = setup.start(seeded=False)
+    try:
+        kamailio_pids = [p for k in nodes for p in procs.descendants(k.proc.pid)]
+        mariadb_pids = setup.mariadb_pids()
+        r = fanout.run(nodes[0].port, watchers, steps=20, subscribe_rate=200,
+                       cpu=lambda: (procs.cpu_seconds(kamailio_pids),
+                                    procs.cpu_seconds(mariadb_pids)))
+        r.update(setup=setup.name, bench="B2")
+        return r
+    finally:
+        for k in nodes:
+            k.cleanup()
+        db.drop()
 
 
 def step(setup: Setup, bench: str, rate: float, duration: float, workdir: str) -> dict:
@@ -125,7 +147,8 @@ def main() -> int:
     parser.add_argument("--rates", default="100,200,400", help="total rates per second")
     parser.add_argument("--duration", type=float, default=8)
     parser.add_argument("--children", type=int, default=4, help="workers per Kamailio node")
-    parser.add_argument("--only", default="B1,B3")
+    parser.add_argument("--only", default="B1,B2,B3")
+    parser.add_argument("--watchers", type=int, default=200, help="B2's watchers")
     parser.add_argument("--setups", default="single,galera,native-single,native-galera")
     parser.add_argument("--json", help="write the steps to this file")
     args = parser.parse_args()
@@ -142,6 +165,15 @@ def main() -> int:
             setup.all_servers = cluster.nodes if name.endswith("galera") else [single]
             setups.append(setup)
         for bench in args.only.split(","):
+            if bench == "B2":
+                for setup in setups:
+                    r = fan_out(setup, args.watchers)
+                    steps.append(r)
+                    print(f"B2 {setup.name:13} {args.watchers} watchers: p50 {r.get('p50_ms')} ms,"
+                          f" p99 {r.get('p99_ms')} ms, {r.get('notifies_per_s')} NOTIFY/s,"
+                          f" CPU {r.get('cpu_per_1000')} s/1000 NOTIFYs"
+                          + (f"; {r['error']}" if r.get("error") else ""), flush=True)
+                continue
             for rate in [float(r) for r in args.rates.split(",")]:
                 for setup in setups:
                     r = step(setup, bench, rate, args.duration, workdir)
