@@ -155,9 +155,10 @@ def main() -> int:
     procs.install_handlers()
     workdir = tempfile.mkdtemp(prefix="pa-bench-galera-")
     single = PrivateMariaDB().start()
-    cluster = GaleraCluster().start()
+    cluster = GaleraCluster()
     steps = []
     try:
+        cluster.start()
         setups = []
         for name in args.setups.split(","):
             setup = Setup(name, cluster.nodes[:2] if name.endswith("galera") else [single],

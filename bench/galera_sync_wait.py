@@ -92,8 +92,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=4)
     parser.add_argument("--values", default="0,3,7", help="db_sync_wait values to compare")
     args = parser.parse_args()
-    cluster = GaleraCluster().start()
+    cluster = GaleraCluster()
     try:
+        cluster.start()
         for devices in (1, args.devices):
             for sync_wait in [int(v) for v in args.values.split(",")]:
                 result = run(cluster, sync_wait, args.refreshes, devices)

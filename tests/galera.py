@@ -356,7 +356,13 @@ if pytest is not None:
     def galera_cluster():
         """One three-node cluster for the whole test session (it takes
         about ten seconds to form); tests that kill a node restart it."""
-        cluster = GaleraCluster().start()
+        cluster = GaleraCluster()
+        try:
+            cluster.start()
+        except BaseException:
+            # The nodes that did start must not outlive the session.
+            cluster.stop()
+            raise
         yield cluster
         if os.environ.get("PA_TEST_KEEP_LOGS"):
             cluster.stop()
