@@ -114,13 +114,18 @@ def test_transactions_through_two_galera_nodes_never_half_commit(gdb):
     gdb.query("CREATE TABLE counter (id INT PRIMARY KEY, v INT NOT NULL)")
     gdb.query("CREATE TABLE counter_log (who INT, n INT, PRIMARY KEY (who, n))")
     gdb.query("INSERT INTO counter VALUES (1, 0)")
-    acknowledged, failed, retried = [], [], []
+    acknowledged, failed = [], []
+    retried = {}        # client -> its transactions run again so far
 
     def client(who):
         db = Database(parse_db_url(gdb.url_from(who % 2, failover=False)), timeout=5,
                       sync_wait=SYNC_WAIT)
         try:
-            for n in range(40):
+            # 40 transactions, and more (up to 400) until conflicts came:
+            # how often two nodes collide depends on the machine's load.
+            for n in range(400):
+                if n >= 40 and sum(retried.values()) >= 5:
+                    break
                 try:
                     db.transaction(lambda tx: tx.batch(
                         ("UPDATE counter SET v = v + 1 WHERE id = 1", ()),
@@ -128,18 +133,18 @@ def test_transactions_through_two_galera_nodes_never_half_commit(gdb):
                     acknowledged.append((who, n))
                 except StoreUnavailable:
                     failed.append((who, n))
-            retried.append(db.retries)
+                retried[who] = db.retries
         finally:
             db.discard()
     together(client, 4, timeout=120)
-    assert sum(retried) > 0, "no conflict happened: the test proves nothing"
+    assert sum(retried.values()) > 0, "no conflict happened: the test proves nothing"
     for node in range(3):
         [(counter,)] = gdb.query_on(node, "SELECT v FROM counter")
         logged = gdb.query_on(node, "SELECT who, n FROM counter_log")
         assert counter == len(acknowledged)
         assert sorted(logged) == sorted(acknowledged)
     # Retried with a few attempts and a pause: nearly all get through.
-    assert len(failed) <= 4, failed
+    assert len(failed) <= max(4, len(acknowledged) // 50), failed
 
 
 # -- what two nodes do on one database, on Galera ------------------------------
