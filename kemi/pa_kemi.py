@@ -269,7 +269,7 @@ class PresenceAgentKemi:
     def agent(self) -> PresenceAgent:
         # Created lazily in each child process, after Kamailio's fork.
         if self._agent is None or self._pid != os.getpid():
-            db = Database(self.settings.db_url, self.settings.db_timeout)
+            db = Database.for_settings(self.settings, on_retry=self._counted_retry)
             self._agent = PresenceAgent(self.settings, Store(db))
             self._pid = os.getpid()
             self._local_sockets = {}
@@ -277,6 +277,9 @@ class PresenceAgentKemi:
 
     def child_init(self, rank):
         return 0
+
+    def _counted_retry(self, code):
+        self.stats.add(metrics.DB_RETRIES)
 
     @_entry(failure_code=500)
     def handle_subscription(self, msg, domain="registrar"):
@@ -512,7 +515,7 @@ class PresenceAgentKemi:
 def _check_database(settings) -> bool:
     """At start, before the fork: refuse a database without our schema;
     only warn when it cannot be reached (service resumes when it is back)."""
-    db = Database(settings.db_url, min(settings.db_timeout, 2.0))
+    db = Database.for_settings(settings, min(settings.db_timeout, 2.0))
     try:
         version = Store(db).admin.schema_version()
     except StoreUnavailable as e:

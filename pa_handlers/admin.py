@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Output(args.json)
     try:
         settings = load_settings(args.config or os.environ.get("PA_CONFIG") or DEFAULT_CONFIG)
-        store = Store(Database(settings.db_url, settings.db_timeout))
+        store = Store(Database.for_settings(settings))
         admin = Admin(store, out)
         if args.command == "db":
             (admin.db_upgrade if args.db_command == "upgrade" else admin.db_version)(args)

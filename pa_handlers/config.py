@@ -37,9 +37,17 @@ class DatabaseUrl:
     port: int
     database: str
     unix_socket: str | None = None
+    # Every server of a url naming several (host:port,host:port): tried in
+    # this order (see store/db.py); the first is host and port.
+    hosts: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def servers(self) -> tuple[tuple[str, int], ...]:
+        return self.hosts or ((self.host, self.port),)
 
     def redacted(self) -> str:
-        return f"mysql://{self.user}:***@{self.host}:{self.port}/{self.database}"
+        where = ",".join(f"{host}:{port}" for host, port in self.servers)
+        return f"mysql://{self.user}:***@{where}/{self.database}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +64,10 @@ class Settings:
     winfo_auth: str = "implicit"
     # Not in SER; needed to behave well on a network and under faults.
     db_timeout: float = 3.0
+    # Galera's causal reads (wsrep_sync_wait) for the plugin's connections:
+    # 0 off, 7 every statement outside a transaction and the first of each
+    # transaction (bits: reads 1, updates and deletes 2, inserts 4).
+    db_sync_wait: int = 0
     retry_after: int = 5
     notify_timeout: int = 32
     ignore_408_on_notify: bool = False
@@ -223,27 +235,30 @@ def _networks(key: str):
 def parse_db_url(value: Any) -> DatabaseUrl:
     if not isinstance(value, str):
         raise ConfigError(f"'db_url' must be a string like mysql://user:pass@host:3306/db, not {value!r}")
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme not in ("mysql", "mariadb"):
+    scheme, _, rest = value.partition("://")
+    if scheme not in ("mysql", "mariadb"):
         raise ConfigError("'db_url' must start with mysql://")
+    # The authority by hand: urlsplit wants one host, a list has several.
+    netloc, _, tail = rest.partition("/")
+    userinfo, _, hostlist = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    parts = urllib.parse.urlsplit("mysql://host/" + tail)
     database = urllib.parse.unquote(parts.path.lstrip("/"))
     if not database or "/" in database:
         raise ConfigError("'db_url' must name one database: mysql://user:pass@host:3306/db")
-    try:
-        port = parts.port or 3306
-    except ValueError:
-        raise ConfigError("'db_url' has a port that is not a number") from None
+    hosts = _db_hosts(hostlist)
     query = urllib.parse.parse_qs(parts.query)
     unknown = set(query) - {"unix_socket"}
     if unknown:
         raise ConfigError(f"'db_url' has unknown option {sorted(unknown)[0]!r} (only unix_socket is known)")
     return DatabaseUrl(
-        user=urllib.parse.unquote(parts.username or ""),
-        password=urllib.parse.unquote(parts.password or ""),
-        host=parts.hostname or "127.0.0.1",
-        port=port,
+        user=urllib.parse.unquote(user),
+        password=urllib.parse.unquote(password),
+        host=hosts[0][0],
+        port=hosts[0][1],
         database=database,
         unix_socket=query.get("unix_socket", [None])[0],
+        hosts=hosts if len(hosts) > 1 else (),
     )
 
 
@@ -255,6 +270,26 @@ def _tokens(key: str):
                               f" not {value!r}")
         return tuple(value)
     return check
+
+
+def _db_hosts(text: str) -> tuple[tuple[str, int], ...]:
+    """host:port,host:port (a Galera cluster's nodes, in the order to try
+    them); [v6]:port; the port defaults to 3306, the host to 127.0.0.1."""
+    hosts = []
+    for item in text.split(","):
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else rest
+        else:
+            host, _, port = item.partition(":")
+        if not port:
+            port = "3306"
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError("'db_url' has a port that is not a number") from None
+        if not host and len(text.split(",")) > 1:
+            raise ConfigError("'db_url' names an empty host in its list of hosts")
+        hosts.append((urllib.parse.unquote(host) or "127.0.0.1", int(port)))
+    return tuple(hosts)
 
 
 _DAY = 86400
@@ -270,6 +305,7 @@ _CHECKS = {
     "auth": _choice("auth", AUTH_MODES),
     "winfo_auth": _choice("winfo_auth", WINFO_AUTH_MODES),
     "db_timeout": _number("db_timeout", 0.1, 60),
+    "db_sync_wait": _int("db_sync_wait", 0, 15),
     "retry_after": _int("retry_after", 1, 3600),
     "notify_timeout": _int("notify_timeout", 1, 3600),
     "ignore_408_on_notify": _bool("ignore_408_on_notify"),

@@ -54,6 +54,9 @@ NOTIFY_SENT = "pa_notify_sent"
 NOTIFY_OK = "pa_notify_ok"
 NOTIFY_UNANSWERED = "pa_notify_unanswered"
 NOTIFY_NOT_SENT = "pa_notify_not_sent"
+# Transactions run again after a deadlock, a lock wait timeout or a Galera
+# certification failure (store/db.py): conflicts between nodes.
+DB_RETRIES = "pa_db_retries"
 
 # The statistic that tells whether the others were declared.
 PROBE = "pa_subscribe_requests"
@@ -116,7 +119,7 @@ def names() -> list[str]:
     for method in METHODS:
         found += [requests(method), handling_time(method)]
         found += [answer(method, code) for code in ANSWERS] + [answer(method, 0)]
-    found += [NOTIFY_SENT, NOTIFY_NOT_SENT, NOTIFY_OK, NOTIFY_UNANSWERED]
+    found += [NOTIFY_SENT, NOTIFY_NOT_SENT, NOTIFY_OK, NOTIFY_UNANSWERED, DB_RETRIES]
     found += [notify_answer(code) for code in NOTIFY_FAILURES] + [notify_answer(999)]
     return found + list(GAUGES)
 

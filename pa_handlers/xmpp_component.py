@@ -142,7 +142,7 @@ def main() -> int:
     if not settings.xmpp_component:
         log.error("configuration error: xmpp_component is not set; the gateway has nothing to do")
         return 1
-    store = Store(Database(settings.db_url, settings.db_timeout))
+    store = Store(Database.for_settings(settings))
     gateway = Gateway(settings, store, time.time)
     host, _, port = settings.xmpp_component_server.partition(":")
     component = Component(gateway, settings.xmpp_component, settings.xmpp_component_secret,

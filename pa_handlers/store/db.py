@@ -22,18 +22,27 @@ the transaction from outside while the batch runs), what follows it can
 commit nothing by itself.  The COMMIT rides in the last batch only when the
 transaction writes at most once (then there is nothing it could leave half
 done); otherwise it is its own round trip.  A transaction aborted by a
-deadlock or a certification failure is run again from the start.
+deadlock or a certification failure is run again from the start, a few
+times, after a short random pause (two nodes whose transactions collided
+would otherwise collide again).
+
+Several servers.  A url may name several (a Galera cluster's nodes): a new
+connection tries them in order, starting with the one after a server that
+failed, so a process carries on through another node when its own dies or
+leaves the cluster's primary component (error 1047).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import select
 import time
 from typing import Callable, TypeVar
 
 from ..config import DatabaseUrl
+from .driver import DRIVER, StoreUnavailable, warn_outage  # noqa: F401  (re-exported)
 from .session import Result, Session, Statement  # noqa: F401  (re-exported)
 
 log = logging.getLogger("pa.store")
@@ -50,60 +59,21 @@ _GONE_CODES = frozenset({1053, 1077, 1078, 1079, 1080, 1152, 1153, 1927, 4031})
 # during the query, lost at reading; server: connection killed, client
 # idle too long): a fresh one may do better.
 _LOST_CODES = frozenset({2006, 2013, 2055, 1927, 4031})
-_RETRIES = 3
+# Attempts of a transaction that the server aborted (a deadlock, a Galera
+# certification conflict), and the longest pause before the last one: each
+# pause is random, up to twice the one before (full jitter).
+# Six devices of one presentity publishing at once through three Galera
+# nodes (tests/integration/test_galera.py) ran out of five attempts about
+# once in three runs of sixty PUBLISHes; the pauses of eight add up to
+# 0.6 s at most.
+_RETRIES = 8
+_BACKOFF = 0.005
+_BACKOFF_MAX = 0.16
+# Galera's "node not ready" (it left the primary component): another
+# server of the url may be in it.
+_NOT_READY = 1047
 _MULTI_STATEMENTS = 1 << 16     # CLIENT_MULTI_STATEMENTS of the MySQL protocol
 
-
-
-class _Driver:
-    """The MySQL client library: mysqlclient (MySQLdb, C) when installed,
-    for it costs a fraction of the CPU per query of PyMySQL (pure Python),
-    else PyMySQL.  Both speak DB-API 2 with the same parameter style and
-    server error codes.  PA_DB_DRIVER=pymysql forces PyMySQL."""
-
-    def __init__(self):
-        module = None
-        if os.environ.get("PA_DB_DRIVER", "mysqldb") != "pymysql":
-            try:
-                import MySQLdb as module
-            except ImportError:
-                module = None
-        if module is None:
-            import pymysql as module
-        self.name = module.__name__
-        self.connect = module.connect
-        self.Error = module.MySQLError
-        self.OperationalError = module.OperationalError
-        self.InterfaceError = module.InterfaceError
-
-    def ping(self, conn) -> None:
-        if self.name == "pymysql":
-            conn.ping(reconnect=False)
-        else:
-            conn.ping()
-
-    def fileno(self, conn) -> int:
-        return conn._sock.fileno() if self.name == "pymysql" else conn.fileno()
-
-
-DRIVER = _Driver()
-
-
-class StoreUnavailable(Exception):
-    """The database cannot be reached or did not answer in time."""
-
-
-_last_outage_warning = 0.0
-
-
-def warn_outage(logger: logging.Logger, what: str, error: Exception) -> None:
-    """A timer that cannot reach the database says so once every 30 s, not
-    at every tick of an outage."""
-    global _last_outage_warning
-    now = time.monotonic()
-    if now - _last_outage_warning >= 30:
-        _last_outage_warning = now
-        logger.warning("%s paused, database unavailable: %s", what, error)
 
 
 class Database:
@@ -117,15 +87,31 @@ class Database:
     Python Kamailio embeds, does not package it."""
 
     def __init__(self, url: DatabaseUrl, timeout: float, pause: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, sync_wait: int = 0,
+                 on_retry: Callable[[int], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
         self.url = url
         self.timeout = timeout
         self.pause = pause
         self.clock = clock
+        # wsrep_sync_wait of every session (Galera's causal reads).
+        self.sync_wait = sync_wait
+        # Told the error code of every transaction run again (statistics).
+        self.on_retry = on_retry
+        self.sleep = sleep
+        self.retries = 0
+        self._server = 0            # index in url.servers of the next to try first
         self._conn: object | None = None
         self._pid = 0
         self._failed_at: float | None = None
         self._used_at = 0.0
+
+    @classmethod
+    def for_settings(cls, settings, timeout: float | None = None, **kw) -> "Database":
+        """The database of the settings' db_url, with their db_timeout and
+        db_sync_wait."""
+        return cls(settings.db_url, settings.db_timeout if timeout is None else timeout,
+                   sync_wait=settings.db_sync_wait, **kw)
 
     # -- the connection -----------------------------------------------------
 
@@ -135,29 +121,62 @@ class Database:
             # Fail fast for a moment after a failure, so that an outage costs
             # each request microseconds, not a connect timeout.
             raise StoreUnavailable("database unavailable (recent failure)")
+        servers = self.url.servers
+        errors = []
+        for i in range(len(servers)):
+            index = (self._server + i) % len(servers)
+            try:
+                conn = self._open(*servers[index])
+            except DRIVER.Error as e:
+                errors.append(f"{servers[index][0]}:{servers[index][1]}: {e}")
+                continue
+            if index != self._server:
+                log.warning("database: connected to %s:%d (%s)", *servers[index],
+                            "; ".join(errors) or "the server before it failed")
+            self._server = index
+            self._failed_at = None
+            self._pid = os.getpid()
+            self._used_at = now
+            self._readable = select.poll()
+            self._readable.register(DRIVER.fileno(conn), select.POLLIN | select.POLLPRI)
+            return conn
+        self._failed_at = now
+        raise StoreUnavailable(f"cannot connect to {self.url.redacted()}: {'; '.join(errors)}")
+
+    def _open(self, host: str, port: int) -> object:
         # Whole seconds: what both drivers (and the C client) accept.
         seconds = max(1, round(self.timeout))
         where = {"unix_socket": self.url.unix_socket} if self.url.unix_socket else {}
-        try:
-            conn = DRIVER.connect(
-                host=self.url.host, port=self.url.port, user=self.url.user,
-                password=self.url.password, database=self.url.database, charset="utf8mb4",
-                autocommit=True, connect_timeout=seconds, read_timeout=seconds,
-                write_timeout=seconds,
-                init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-                # Several statements per round trip (see Session.batch);
-                # values are still escaped one by one, so this opens no
-                # injection.
-                client_flag=_MULTI_STATEMENTS, **where)
-        except DRIVER.Error as e:
-            self._failed_at = now
-            raise StoreUnavailable(f"cannot connect to {self.url.redacted()}: {e}") from None
-        self._failed_at = None
-        self._pid = os.getpid()
-        self._used_at = now
-        self._readable = select.poll()
-        self._readable.register(DRIVER.fileno(conn), select.POLLIN | select.POLLPRI)
+        conn = DRIVER.connect(
+            host=host, port=port, user=self.url.user,
+            password=self.url.password, database=self.url.database, charset="utf8mb4",
+            autocommit=True, connect_timeout=seconds, read_timeout=seconds,
+            write_timeout=seconds,
+            init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            # Several statements per round trip (see Session.batch);
+            # values are still escaped one by one, so this opens no
+            # injection.
+            client_flag=_MULTI_STATEMENTS, **where)
+        if self.sync_wait:
+            # Causal reads: each statement waits until this node applied
+            # every write the cluster committed before it began, so an
+            # entity-tag, a CSeq or a dialog another node just changed is
+            # seen here.  One round trip per connection.
+            try:
+                cursor = conn.cursor()
+                cursor.execute("SET SESSION wsrep_sync_wait = %s", (self.sync_wait,))
+                cursor.close()
+            except DRIVER.Error:
+                conn.close()
+                raise
         return conn
+
+    def _fail_over(self) -> None:
+        """Drop the connection; the next one starts with the server after
+        this one (when the url names several)."""
+        self.discard()
+        if len(self.url.servers) > 1:
+            self._server = (self._server + 1) % len(self.url.servers)
 
     def connection(self) -> object:
         # Never use a connection inherited across fork(): Kamailio forks its
@@ -228,11 +247,15 @@ class Database:
                 code = e.args[0] if e.args else 0
                 if code in RETRY_CODES:
                     self._abandon(session)
+                    if code == _NOT_READY:
+                        self._fail_over()
                     if attempt + 1 < _RETRIES:
-                        log.info("transaction run again after error %d", code)
+                        self._before_retry(code, attempt)
                         continue
                     raise StoreUnavailable(f"database busy: {e}") from None
                 self.discard()
+                if code in _LOST_CODES or code in _GONE_CODES:
+                    self._fail_over()
                 if code in _LOST_CODES and rerun and self._may_rerun(session, started):
                     rerun = False
                     continue
@@ -240,7 +263,7 @@ class Database:
                     self._pause_after(code, started)
                 raise StoreUnavailable(f"database error: {e}") from None
             except (DRIVER.InterfaceError, OSError) as e:
-                self.discard()
+                self._fail_over()
                 if rerun and self._may_rerun(session, started):
                     rerun = False
                     continue
@@ -255,6 +278,15 @@ class Database:
                 except Exception:
                     pass
         raise AssertionError("unreachable")
+
+    def _before_retry(self, code: int, attempt: int) -> None:
+        """Count the retry, and pause a random moment: the transaction that
+        won the conflict (maybe at another node) is then likely done."""
+        self.retries += 1
+        log.info("transaction run again after error %d", code)
+        if self.on_retry is not None:
+            self.on_retry(code)
+        self.sleep(random.uniform(0, min(_BACKOFF_MAX, _BACKOFF * 2 ** attempt)))
 
     def _abandon(self, session: Session) -> None:
         try:

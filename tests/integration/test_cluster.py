@@ -4,7 +4,6 @@ replaced by the others."""
 
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -12,9 +11,10 @@ import pytest
 from conftest import settings
 from harness import Kamailio, ScratchDatabase, TcpProxy
 from helpers import pidf_body, tuples, wait_answered, wait_until
-from sipua import SipUA
-
-PIDF = "application/pidf+xml"
+from multinode import (at, each_expiry_notified_once, publish, together,
+                       publish_notifies_watchers_of_another_node,
+                       refresh_and_end_through_other_nodes,
+                       register_notifies_watchers_of_another_node)
 
 
 @pytest.fixture(scope="module")
@@ -26,103 +26,28 @@ def nodes(database):
     b.cleanup()
 
 
-def publish(ua, presentity, body, etag=None, expires=None, timeout=5.0):
-    headers = [("Event", "presence")]
-    if body:
-        headers.append(("Content-Type", PIDF))
-    if etag:
-        headers.append(("SIP-If-Match", etag))
-    if expires is not None:
-        headers.append(("Expires", str(expires)))
-    return ua.request("PUBLISH", presentity, headers, body, timeout=timeout)
-
-
-def node_ua(node, **kw):
-    return SipUA(node.address, **kw)
-
-
 def test_a_publish_at_one_node_notifies_watchers_of_the_other(nodes, presentity, database):
-    a, b = nodes
-    watcher, publisher = node_ua(a), node_ua(b, user="dev")
-    try:
-        _, d = watcher.subscribe(presentity)
-        watcher.wait_notify(d.call_id)
-        # Node A has the answer (else A sends the change after it).
-        wait_answered(database, d.call_id)
-        assert publish(publisher, presentity, pidf_body(presentity, "t", "open")).status == 200
-        n = watcher.wait_notify(d.call_id, 2)
-        assert tuples(n.body) == [("t", "open")]
-        # Sent by node B, in the dialog node A created.
-        assert f":{b.port};branch=" in n.get("via")
-        assert n.tag("from") == d.remote_tag
-    finally:
-        watcher.close()
-        publisher.close()
+    publish_notifies_watchers_of_another_node(*nodes, presentity, database)
 
 
 def test_a_register_at_one_node_notifies_watchers_of_the_other(nodes, presentity):
-    a, b = nodes
-    watcher, phone = node_ua(a), node_ua(b, user=presentity[4:].split("@")[0])
-    try:
-        _, d = watcher.subscribe(presentity)
-        watcher.wait_notify(d.call_id)
-        assert phone.register(presentity).status == 200
-        assert b"<basic>open</basic>" in watcher.wait_notify(d.call_id, 2).body
-    finally:
-        watcher.close()
-        phone.close()
+    register_notifies_watchers_of_another_node(*nodes, presentity)
 
 
 def test_any_node_refreshes_or_ends_a_subscription_and_cseq_keeps_growing(nodes, presentity):
     a, b = nodes
-    watcher = node_ua(a)
-    try:
-        _, d = watcher.subscribe(presentity)
-        watcher.wait_notify(d.call_id)
-        # The watcher's in-dialog requests reach either node.
-        for n, node in enumerate((b, a, b, b, a)):
-            d.target = f"sip:127.0.0.1:{node.port}"
-            watcher.server = node.address
-            assert watcher.resubscribe(d, 600).status == 200
-            # Its NOTIFY (after the answer to the one before, at whichever
-            # node sent that) before the next refresh.
-            watcher.wait_notify(d.call_id, n + 2)
-        d.target = f"sip:127.0.0.1:{b.port}"
-        watcher.server = b.address
-        assert watcher.resubscribe(d, 0).status == 200
-        final = watcher.wait_notify(d.call_id, 7)
-        assert final.subscription_state() == ("terminated", {"reason": "timeout"})
-        assert [n.cseq[0] for n in watcher.notifies(d.call_id)] == [1, 2, 3, 4, 5, 6, 7]
-    finally:
-        watcher.close()
+    # The watcher's in-dialog requests reach either node.
+    refresh_and_end_through_other_nodes(a, (b, a, b, b, a), b, presentity)
 
 
 def test_each_expiry_is_notified_exactly_once(nodes, presentity):
-    """Both nodes' timers sweep the same table: every expired subscription
-    gets one final NOTIFY, from one of them."""
-    a, b = nodes
-    watcher = node_ua(a)
-    try:
-        dialogs = []
-        for i in range(20):
-            watcher.server = (a if i % 2 else b).address
-            r, d = watcher.subscribe(presentity, expires=2)
-            assert r.status == 200
-            dialogs.append(d)
-        time.sleep(5)
-        finals = [[n for n in watcher.notifies(d.call_id)
-                   if n.subscription_state()[0] == "terminated"] for d in dialogs]
-        assert [len(f) for f in finals] == [1] * 20
-        senders = {f[0].get("via").split(";")[0].rsplit(":", 1)[1] for f in finals}
-        assert senders <= {str(a.port), str(b.port)}
-    finally:
-        watcher.close()
+    each_expiry_notified_once(nodes, presentity)
 
 
 def test_a_dead_nodes_timers_are_taken_over(database, presentity):
     a = Kamailio(settings(database)).start()
     b = Kamailio(settings(database)).start()
-    watcher, dev = node_ua(b), node_ua(a, user="dev")
+    watcher, dev = at(b), at(a, user="dev")
     try:
         watcher.server = a.address
         r, on_a = watcher.subscribe(presentity, expires=3)
@@ -162,7 +87,7 @@ def test_racing_publishers_get_200_or_412_and_nothing_is_lost(nodes, presentity,
     """Eight publishers at once, all with the same entity-tag, through both
     nodes: exactly one wins; the document is the winner's."""
     a, b = nodes
-    owner = node_ua(a, user="dev")
+    owner = at(a, user="dev")
     try:
         first = publish(owner, presentity, pidf_body(presentity, "t", "open", note="start"))
         etag = first.get("sip-etag")
@@ -171,18 +96,14 @@ def test_racing_publishers_get_200_or_412_and_nothing_is_lost(nodes, presentity,
     answers = {}
 
     def race(n):
-        ua = node_ua(a if n % 2 else b, user="dev")
+        ua = at(a if n % 2 else b, user="dev")
         try:
             r = publish(ua, presentity, pidf_body(presentity, "t", "open", note=f"racer-{n}"),
                         etag=etag, timeout=10)
             answers[n] = (r.status, r.get("sip-etag"))
         finally:
             ua.close()
-    threads = [threading.Thread(target=race, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(20)
+    together(race, 8, timeout=20)
     codes = sorted(code for code, _ in answers.values())
     assert codes == [200] + [412] * 7
     [winner] = [n for n, (code, _) in answers.items() if code == 200]
@@ -218,7 +139,7 @@ def outage(lonely_database):
 
 def test_expiries_due_during_an_outage_are_handled_when_it_ends(outage, presentity):
     node, proxy = outage
-    watcher = node_ua(node)
+    watcher = at(node)
     try:
         r, d = watcher.subscribe(presentity, expires=2)
         assert r.status == 200
@@ -241,7 +162,7 @@ def test_traffic_through_an_outage_never_half_writes(outage, presentity, lonely_
     whole: after it, every stored subscription is complete and every
     answered 200 is stored."""
     node, proxy = outage
-    watcher = node_ua(node)
+    watcher = at(node)
     stored, refused = [], 0
     try:
         for i in range(30):

@@ -27,6 +27,20 @@ def test_db_url_is_parsed():
     assert "p:w" not in url.redacted()
 
 
+def test_db_url_may_name_several_hosts_tried_in_order():
+    url = settings_from_mapping({"db_url": "mysql://u:p@g1:3307,g2,[::1]:3309/d"}).db_url
+    assert url.servers == (("g1", 3307), ("g2", 3306), ("::1", 3309))
+    assert (url.host, url.port) == ("g1", 3307)
+    assert url.redacted() == "mysql://u:***@g1:3307,g2:3306,::1:3309/d"
+    one = settings_from_mapping({"db_url": "mysql://u:p@g1/d"}).db_url
+    assert one.servers == (("g1", 3306),) and one.hosts == ()
+
+
+def test_db_sync_wait_is_off_unless_set():
+    assert settings_from_mapping({"db_url": URL}).db_sync_wait == 0
+    assert settings_from_mapping({"db_url": URL, "db_sync_wait": 7}).db_sync_wait == 7
+
+
 @pytest.mark.parametrize("data, key", [
     ({"db_url": URL, "colour": "blue"}, "colour"),
     ({"db_url": URL, "default_expires": "soon"}, "default_expires"),
@@ -38,6 +52,9 @@ def test_db_url_is_parsed():
     ({"db_url": URL, "ignore_408_on_notify": "yes"}, "ignore_408_on_notify"),
     ({"db_url": "postgres://x@y/z"}, "db_url"),
     ({"db_url": "mysql://x@y"}, "db_url"),
+    ({"db_url": "mysql://x@a:1,b:x/d"}, "db_url"),
+    ({"db_url": "mysql://x@a:1,,b/d"}, "db_url"),
+    ({"db_url": URL, "db_sync_wait": 16}, "db_sync_wait"),
     ({}, "db_url"),
     ({"db_url": URL, "min_expires": 7200, "max_subscription_expiration": 3600}, "min_expires"),
     ({"db_url": URL, "max_publication_elements": 0}, "max_publication_elements"),

@@ -91,3 +91,25 @@ def test_every_loaded_module_comes_from_a_package_the_install_script_installs():
             problems.append(f"{name} comes from {package or 'no package'}, "
                             "which bin/pa-install does not install")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.skipif(shutil.which("dpkg") is None, reason="not a Debian system")
+def test_the_galera_cluster_of_the_tests_runs_on_what_the_install_script_installs():
+    """tests/galera.py loads the Galera provider and its state transfer
+    runs rsync and ss (or lsof): each must come from a package bin/pa-install
+    installs."""
+    from galera import PROVIDER
+    packages = installed_packages()
+    problems = []
+    for path in (PROVIDER, shutil.which("rsync") or "/usr/bin/rsync",
+                 shutil.which("ss") or "/usr/bin/ss"):
+        owner = subprocess.run(["dpkg", "-S", os.path.realpath(path)], capture_output=True,
+                               text=True)
+        if owner.returncode != 0:       # /usr/bin/ss is /bin/ss on a merged /usr
+            owner = subprocess.run(["dpkg", "-S", path.replace("/usr/bin/", "/bin/")],
+                                   capture_output=True, text=True)
+        package = owner.stdout.split(":", 1)[0].strip()
+        if owner.returncode != 0 or package not in packages:
+            problems.append(f"{path} comes from {package or 'no package'}, "
+                            "which bin/pa-install does not install")
+    assert not problems, "\n".join(problems)
