@@ -13,7 +13,7 @@ and the same two for Kamailio's native presence with its subscriptions in
 the database only (bench/native.cfg with subs_db_mode 3, what several
 native nodes on one database need), "native-single" and "native-galera".
 
-    /usr/bin/python3 bench/galera.py [--rates 100,200,400] [--duration 8]
+    /usr/bin/python3 bench/galera_cost.py [--rates 100,200,400] [--duration 8]
 
 Every process runs on this machine (the cluster's three mariadbd and the
 Kamailio nodes share its cores), so the figures show what the cluster costs
