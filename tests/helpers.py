@@ -78,17 +78,18 @@ def wait_answered(database, call_id: str, timeout: float = 5.0) -> None:
 
 
 def publish_event(ua, presentity, event, content_type, body=b"", *, etag=None, expires=None,
-                  headers=()):
-    """A PUBLISH of `event` (RFC 3903): initial with a body, a refresh
-    (etag, no body), a modification (both) or a removal (expires 0)."""
-    hdrs = [("Event", event)]
+                  headers=(), timeout=5.0):
+    """A PUBLISH of `event` (RFC 3903; no Event header when it is empty):
+    initial with a body, a refresh (etag, no body), a modification (both)
+    or a removal (expires 0)."""
+    hdrs = [("Event", event)] if event else []
     if etag:
         hdrs.append(("SIP-If-Match", etag))
     if expires is not None:
         hdrs.append(("Expires", str(expires)))
     if body:
         hdrs.append(("Content-Type", content_type))
-    return ua.request("PUBLISH", presentity, hdrs + list(headers), body)
+    return ua.request("PUBLISH", presentity, hdrs + list(headers), body, timeout=timeout)
 
 
 def wait_view(ua, call_id, view, expected, timeout: float = 5.0):

@@ -8,7 +8,7 @@ import time
 import pytest
 from lxml import etree
 
-from helpers import PIDF_NS, pidf, pidf_body, tuples, wait_until
+from helpers import PIDF_NS, pidf, pidf_body, publish_event, tuples, wait_until
 from sipua import SipUA
 
 PIDF = "application/pidf+xml"
@@ -18,14 +18,8 @@ RPID = "urn:ietf:params:xml:ns:pidf:rpid"
 
 def publish(ua, presentity, body=b"", *, etag=None, expires=None, content_type=PIDF,
             event="presence", headers=(), timeout=5.0):
-    hdrs = [("Event", event)] if event else []
-    if etag:
-        hdrs.append(("SIP-If-Match", etag))
-    if expires is not None:
-        hdrs.append(("Expires", str(expires)))
-    if body:
-        hdrs.append(("Content-Type", content_type))
-    return ua.request("PUBLISH", presentity, list(hdrs) + list(headers), body, timeout=timeout)
+    return publish_event(ua, presentity, event, content_type, body, etag=etag,
+                         expires=expires, headers=headers, timeout=timeout)
 
 
 def publications(database, presentity):
