@@ -101,6 +101,11 @@ class PresenceRouting:
             return 1
         if method == "ACK":
             return 1
+        if method == "NOTIFY":
+            # NOTIFYs of the back-end subscriptions (list members of other
+            # domains); any other gets 481.
+            self.pa.handle_backend_notify(msg)
+            return 1
         KSR.sl.sl_send_reply(501, "Not Implemented")
         return 1
 
@@ -137,7 +142,7 @@ class PresenceRouting:
         return False
 
     def ksr_reply_route(self, msg):
-        # Answers to the NOTIFYs the presence agent sent.
+        # Answers to the NOTIFYs and back-end SUBSCRIBEs the agent sent.
         return self.pa.handle_notify_reply(msg)
 
     def ksr_onsend_route(self, msg):

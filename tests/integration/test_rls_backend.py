@@ -1,0 +1,199 @@
+"""Back-end subscriptions (RFC 4662 4.5, 7) with two instances of the agent
+on one machine, each with its own Kamailio and database: A is
+authoritative for a.example, B for b.example.  alice@a.example's list
+holds bob@a.example (served by A from local state) and carol@b.example (A
+subscribes to her on B, with alice's identity)."""
+
+import time
+
+import pytest
+
+from conftest import settings
+from harness import Kamailio, ScratchDatabase
+from helpers import pidf_body, tuples, wait_answered, wait_until, xcap
+from sipua import ListNotify, SipUA, rand
+
+RL = "urn:ietf:params:xml:ns:resource-lists"
+RLS = "urn:ietf:params:xml:ns:rls-services"
+RL_TYPE = "application/resource-lists+xml"
+RLS_TYPE = "application/rls-services+xml"
+LIST_HEADERS = [("Supported", "eventlist"),
+                ("Accept", "application/pidf+xml, application/rlmi+xml, multipart/related")]
+
+
+@pytest.fixture(scope="module")
+def b_database():
+    db = ScratchDatabase()
+    yield db
+    db.drop()
+
+
+@pytest.fixture(scope="module")
+def instance_b(b_database):
+    k = Kamailio(settings(b_database, local_domains=["b.example"], min_expires=2,
+                          xcap_auth="none")).start()
+    yield k
+    k.cleanup()
+
+
+@pytest.fixture(scope="module")
+def instance_a(database, instance_b):
+    k = Kamailio(settings(database, local_domains=["a.example"], xcap_auth="none",
+                          rls_notify_interval=0,
+                          backend_routes={"b.example": f"127.0.0.1:{instance_b.port}"},
+                          backend_expires=10, backend_timeout=2, backend_retry_min=1,
+                          backend_retry_max=2)).start()
+    yield k
+    k.cleanup()
+
+
+def put_list(kamailio, owner, members, list_uri):
+    base = f"http://127.0.0.1:{kamailio.port}"
+    lists = (f'<?xml version="1.0" encoding="UTF-8"?><resource-lists xmlns="{RL}">'
+             f'<list name="friends">' + "".join(f'<entry uri="{m}"/>' for m in members)
+             + "</list></resource-lists>").encode()
+    status, _, _ = xcap(base, "PUT", f"/xcap-root/resource-lists/users/sip:{owner}/index",
+                        body=lists, content_type=RL_TYPE)
+    assert status in (200, 201), status
+    ref = (f"http://127.0.0.1/xcap-root/resource-lists/users/sip:{owner}/index/~~/"
+           f"resource-lists/list%5b@name=%22friends%22%5d")
+    services = (f'<?xml version="1.0" encoding="UTF-8"?><rls-services xmlns="{RLS}">'
+                f'<service uri="{list_uri}"><resource-list>{ref}</resource-list></service>'
+                "</rls-services>").encode()
+    status, _, _ = xcap(base, "PUT", f"/xcap-root/rls-services/users/sip:{owner}/index",
+                        body=services, content_type=RLS_TYPE)
+    assert status in (200, 201), status
+
+
+def publish(kamailio, presentity, basic, note=None):
+    dev = SipUA(kamailio.address)
+    try:
+        r = dev.request("PUBLISH", presentity, [("Event", "presence"),
+                                                ("Content-Type", "application/pidf+xml")],
+                        pidf_body(presentity, "t1", basic, note=note))
+        assert r.status == 200, r
+    finally:
+        dev.close()
+
+
+def state_of(ua, call_id, uri, predicate, timeout=5.0, after=0):
+    """The first list NOTIFY from `after` on whose resource `uri` satisfies
+    `predicate`."""
+    def ok(msg):
+        got = ListNotify(msg).resources().get(uri)
+        return got is not None and predicate(got)
+    return ListNotify(ua.wait_notify_until(call_id, ok, timeout, after))
+
+
+def test_a_list_of_two_domains(instance_a, instance_b, database, b_database):
+    user = f"alice{rand(5)}"
+    alice, bob, carol = f"{user}@a.example", f"sip:bob{rand(5)}@a.example", \
+        f"sip:carol{rand(5)}@b.example"
+    list_uri = f"sip:{user}-list@a.example"
+    put_list(instance_a, alice, [bob, carol], list_uri)
+    publish(instance_a, bob, "open")
+    publish(instance_b, carol, "open", note="on B")
+    ua = SipUA(instance_a.address, user=user)
+    ua.aor = f"sip:{alice}"
+    try:
+        r, dialog = ua.subscribe(list_uri, headers=LIST_HEADERS)
+        assert r.status == 200 and r.get("require") == "eventlist"
+        first = ListNotify(ua.wait_notify(dialog.call_id))
+        assert first.full and first.resources()[bob]["state"] == "active"
+        # Carol's state is not known yet: listed without instance.
+        assert first.resources()[carol]["state"] is None
+
+        # A subscribed to carol on B, as alice, once.
+        got = state_of(ua, dialog.call_id, carol, lambda g: g["state"] == "active", 5)
+        assert not got.full and set(got.resources()) == {carol}
+        assert tuples(got.resources()[carol]["body"]) == [("t1", "open")]
+        assert database.query("SELECT subscriber, event, phase FROM pa_rls_backend"
+                              " WHERE resource = %s", (carol,)) == \
+            [(alice, "presence", "established")]
+        assert b_database.query("SELECT watcher FROM pa_subscription WHERE presentity = %s",
+                                (carol[4:],)) == [(alice,)]
+
+        # PUBLISHes on either side: partial NOTIFYs within a second.
+        wait_answered(database, dialog.call_id)
+        seen = len(ua.notifies(dialog.call_id))
+        started = time.monotonic()
+        publish(instance_b, carol, "closed")
+        n = state_of(ua, dialog.call_id, carol,
+                     lambda g: g["body"] and tuples(g["body"]) == [("t1", "closed")],
+                     3, after=seen)
+        assert time.monotonic() - started < 1.0 and not n.full
+        wait_answered(database, dialog.call_id)
+        seen = len(ua.notifies(dialog.call_id))
+        started = time.monotonic()
+        publish(instance_a, bob, "closed")
+        n = state_of(ua, dialog.call_id, bob,
+                     lambda g: g["body"] and tuples(g["body"]) == [("t1", "closed")],
+                     3, after=seen)
+        assert time.monotonic() - started < 1.0 and not n.full
+        assert set(n.resources()) == {bob}
+
+        # B stops: carol becomes terminated (the refresh times out) ...
+        wait_answered(database, dialog.call_id)
+        seen = len(ua.notifies(dialog.call_id))
+        instance_b.stop()
+        try:
+            n = state_of(ua, dialog.call_id, carol, lambda g: g["state"] == "terminated",
+                         20, after=seen)
+            assert n.resources()[carol]["reason"] == "timeout"
+        finally:
+            instance_b.start()
+        # ... and active again when B is back.
+        seen = len(ua.notifies(dialog.call_id))
+        state_of(ua, dialog.call_id, carol, lambda g: g["state"] == "active", 15, after=seen)
+
+        # Carol leaves the list: the back-end subscription ends, on both sides.
+        put_list(instance_a, alice, [bob], list_uri)
+        wait_until(lambda: database.query("SELECT COUNT(*) FROM pa_rls_backend"
+                                          " WHERE resource = %s", (carol,)) == [(0,)], 5)
+        wait_until(lambda: b_database.query(
+            "SELECT COUNT(*) FROM pa_subscription WHERE presentity = %s AND watcher = %s"
+            " AND expires_at > UNIX_TIMESTAMP()", (carol[4:], alice)) == [(0,)], 5)
+    finally:
+        ua.close()
+
+
+def test_a_list_of_two_subscribers_shares_nothing(instance_a, instance_b, database):
+    """RFC 4662 7.2: one back-end subscription per subscriber; the same
+    subscriber's two lists share one."""
+    carol = f"sip:carol{rand(5)}@b.example"
+    publish(instance_b, carol, "open")
+    uas, dialogs, users = [], [], []
+    try:
+        for i in range(2):
+            user = f"u{rand(6)}"
+            users.append(f"{user}@a.example")
+            put_list(instance_a, users[-1], [carol], f"sip:{user}-list@a.example")
+            ua = SipUA(instance_a.address, user=user)
+            ua.aor = f"sip:{users[-1]}"
+            uas.append(ua)
+            r, d = ua.subscribe(f"sip:{user}-list@a.example", headers=LIST_HEADERS)
+            assert r.status == 200
+            dialogs.append(d)
+        # A second subscription of the first user to the same list.
+        r, again = uas[0].subscribe(f"sip:{users[0].split('@')[0]}-list@a.example",
+                                    headers=LIST_HEADERS)
+        assert r.status == 200
+        for ua, d in ((uas[0], dialogs[0]), (uas[1], dialogs[1]), (uas[0], again)):
+            state_of(ua, d.call_id, carol, lambda g: g["state"] == "active", 5)
+        rows = database.query("SELECT subscriber FROM pa_rls_backend WHERE resource = %s"
+                              " ORDER BY subscriber", (carol,))
+        assert rows == sorted((u,) for u in users)
+    finally:
+        for ua in uas:
+            ua.close()
+
+
+def test_notify_of_no_backend_dialog_gets_481(instance_a):
+    ua = SipUA(instance_a.address)
+    try:
+        r = ua.request("NOTIFY", f"sip:nobody@127.0.0.1:{instance_a.port}",
+                       [("Event", "presence"), ("Subscription-State", "active;expires=60")],
+                       to=f"<sip:x@a.example>;tag={rand()}")
+        assert r.status == 481
+    finally:
+        ua.close()
