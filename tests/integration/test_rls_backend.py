@@ -4,12 +4,15 @@ authoritative for a.example, B for b.example.  alice@a.example's list
 holds bob@a.example (served by A from local state) and carol@b.example (A
 subscribes to her on B, with alice's identity)."""
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest
 
 from conftest import settings
-from harness import Kamailio, ScratchDatabase
+from harness import ROOT, Kamailio, ScratchDatabase
 from helpers import pidf_body, tuples, wait_answered, wait_until, xcap
 from sipua import ListNotify, SipUA, rand
 
@@ -76,6 +79,14 @@ def publish(kamailio, presentity, basic, note=None):
         dev.close()
 
 
+def admin(kamailio, *args) -> str:
+    result = subprocess.run([sys.executable, "-m", "pa_handlers.admin", "--config",
+                             kamailio.config_path, *args], capture_output=True, text=True,
+                            cwd=ROOT, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def state_of(ua, call_id, uri, predicate, timeout=5.0, after=0):
     """The first list NOTIFY from `after` on whose resource `uri` satisfies
     `predicate`."""
@@ -117,6 +128,10 @@ def test_a_list_of_two_domains(instance_a, instance_b, database, b_database):
             [(alice, "presence", "established")]
         assert b_database.query("SELECT watcher FROM pa_subscription WHERE presentity = %s",
                                 (carol[4:],)) == [(alice,)]
+        shown = json.loads(admin(instance_a, "--json", "lists"))["backend"]
+        assert [(b["resource"], b["subscriber"], b["phase"], b["state"]) for b in shown
+                if b["resource"] == carol] == [(carol, alice, "established", "active")]
+        assert "back-end subscriptions" in admin(instance_a, "lists")
 
         # PUBLISHes on either side: partial NOTIFYs within a second.
         wait_answered(database, dialog.call_id)
