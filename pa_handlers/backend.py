@@ -162,7 +162,8 @@ class BackEndSubscriptions:
         s = self.settings
         if retry_after is not None:
             wait = retry_after
-        elif reason in _AT_ONCE and sub.failures == 0:
+        elif (reason in _AT_ONCE or code == 481) and sub.failures == 0:
+            # The dialog is gone (RFC 6665 4.1.2.2): a new one at once.
             wait = 0
         elif reason in _FINAL:
             wait = s.backend_retry_max
@@ -248,6 +249,13 @@ class BackEndSubscriptions:
             raise BadRequest("Bad Subscription-State")
         content_type = (req.header("content-type") or "").partition(";")[0].strip().lower()
         body = req.body or None
+        if body is not None:
+            # Relayed unmodified (RFC 4662 7.3), but only what we asked for
+            # and no larger than a document of ours may be.
+            if content_type not in package(sub.event).formats:
+                return reply(415, ("Accept", ", ".join(package(sub.event).formats))), []
+            if len(body) > self.settings.max_document_bytes:
+                return reply(413), []
         outcome.detail = f"back-end {state}"
         # A pending member shows no document (RFC 4662 5.3).
         changed = self.backend.feed(sub, state, "", content_type if body else "", body,

@@ -108,12 +108,13 @@ class BackEnd:
         """A 2xx answered the SUBSCRIBE with `cseq` (a late answer to an
         older one changes nothing)."""
         def work(s):
-            s.execute("UPDATE pa_rls_backend SET remote_tag = IF(remote_tag = '', %s, remote_tag),"
+            # The route set is the initial SUBSCRIBE's (CSeq 1 of a dialog).
+            s.execute("UPDATE pa_rls_backend SET route_set = IF(%s = 1, %s, route_set),"
+                      " remote_tag = IF(remote_tag = '', %s, remote_tag),"
                       " remote_target = IF(%s = '', remote_target, %s),"
-                      " route_set = IF(remote_tag = '' AND phase = %s, %s, route_set),"
                       " phase = %s, due_at = %s, expires_at = %s, failures = 0"
                       " WHERE id = %s AND call_id = %s AND cseq = %s AND phase = %s",
-                      (remote_tag, remote_target, remote_target, SENT, route_set, ESTABLISHED,
+                      (cseq, route_set, remote_tag, remote_target, remote_target, ESTABLISHED,
                        refresh_at, expires_at, sub_id, call_id, cseq, SENT))
             return s.rowcount > 0
         return self.db.run(work)
@@ -139,7 +140,9 @@ class BackEnd:
             if row is None or row[4] != call_id or (cseq is not None and row[10] != cseq):
                 s.rollback()
                 return None
+            # No Call-ID: nothing of the failed dialog matches any more.
             s.execute("UPDATE pa_rls_backend SET phase = %s, due_at = %s, remote_tag = '',"
+                      " call_id = '', local_tag = '',"
                       " remote_target = '', route_set = '', failures = failures + 1,"
                       " state = 'terminated', reason = %s, last_code = %s, body = NULL,"
                       " content_type = '' WHERE id = %s", (IDLE, retry_at, reason, code, sub_id))

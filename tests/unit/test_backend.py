@@ -114,3 +114,36 @@ def test_responses_are_parsed_and_garbage_refused():
     assert code == 202 and resp.header("expires") == "30"
     with pytest.raises(BadRequest):
         parse_response(b"HTTP/1.1 200 OK\r\n\r\n")
+
+
+def _notify(state, content_type="", body=b"", to_tag="ltag"):
+    from pa_handlers.sip import parse_request
+    head = ("NOTIFY sip:10.0.0.1:5060 SIP/2.0\r\nFrom: <sip:carol@b.example>;tag=rt\r\n"
+            f"To: <sip:alice@a.example>;tag={to_tag}\r\nCall-ID: cid\r\nCSeq: 1 NOTIFY\r\n"
+            f"Event: presence\r\nSubscription-State: {state}\r\n"
+            + (f"Content-Type: {content_type}\r\n" if content_type else "")
+            + f"Content-Length: {len(body)}\r\n\r\n")
+    return parse_request(head.encode() + body)
+
+
+@pytest.mark.parametrize("state, content_type, body, code, fed", [
+    ("active;expires=60", "application/pidf+xml", b"<presence/>", 200, ("feed", "active", "")),
+    ("pending", "", b"", 200, ("feed", "pending", "")),
+    ("active;expires=60", "text/html", b"<b>hi</b>", 415, None),
+    ("active;expires=60", "application/pidf+xml", b"x" * 50000, 413, None),
+    ("terminated;reason=rejected", "", b"", 200, ("feed", "terminated", "rejected")),
+])
+def test_notifies_of_our_dialogs_feed_the_member(state, content_type, body, code, fed):
+    backend, store = core([row(ESTABLISHED, remote_tag="rt")])
+    store.of_dialog = lambda call_id, tag: store.rows[0] if (call_id, tag) == ("cid", "ltag") \
+        else None
+    outcome, _ = backend.notify(_notify(state, content_type, body))
+    assert outcome.reply.code == code
+    assert ([c for c in store.calls if c[0] == "feed"] or [None])[0] == fed
+
+
+def test_notify_of_another_dialog_gets_481():
+    backend, store = core([row(ESTABLISHED, remote_tag="rt")])
+    store.of_dialog = lambda call_id, tag: None
+    outcome, changed = backend.notify(_notify("active", to_tag="other"))
+    assert outcome.reply.code == 481 and changed == [] and store.calls == []
