@@ -28,8 +28,8 @@ CREATE TABLE pa_rls_backend (
   route_set VARCHAR(2048) NOT NULL DEFAULT '',
   local_contact VARCHAR(255) NOT NULL DEFAULT '',
   cseq INT UNSIGNED NOT NULL DEFAULT 0,
-  -- idle: a SUBSCRIBE is due at due_at (initial, or after a failure);
-  -- sent: one is in flight, failed (timeout) at due_at;
+  -- idle: a SUBSCRIBE is due at due_at (initial, or after a failure),
+  -- sent: one is in flight, failed (timeout) at due_at,
   -- established: the dialog stands, refreshed at due_at.
   phase VARCHAR(12) CHARACTER SET ascii COLLATE ascii_bin NOT NULL DEFAULT 'idle',
   due_at INT UNSIGNED NOT NULL DEFAULT 0,
