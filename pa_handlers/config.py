@@ -112,6 +112,7 @@ class Settings:
     backend_timeout: int = 10
     backend_retry_min: int = 5
     backend_retry_max: int = 600
+    max_backend_subscriptions_per_subscriber: int = 200
 
     @property
     def default_priority(self) -> float:
@@ -347,6 +348,8 @@ _CHECKS = {
     "backend_timeout": _int("backend_timeout", 1, 300),
     "backend_retry_min": _int("backend_retry_min", 1, _DAY),
     "backend_retry_max": _int("backend_retry_max", 1, _DAY),
+    "max_backend_subscriptions_per_subscriber": _int(
+        "max_backend_subscriptions_per_subscriber", 1, 100_000),
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 # -- presence domains ---------------------------------------------------------
 #
@@ -216,6 +216,17 @@ class XmppWatcherUpdate(NamedTuple):
 # -- back-end subscriptions (sql/007) ------------------------------------------------
 
 IDLE, SENT, ESTABLISHED = "idle", "sent", "established"
+
+
+class BackEndPolicy(NamedTuple):
+    """Which list members are served by back-end subscriptions (by their
+    user@host), and how many back-end subscriptions one subscriber may
+    hold (members beyond: terminated, reason rejected)."""
+    remote: Callable[[str], bool]
+    limit: int
+
+
+NO_BACKEND = BackEndPolicy(lambda presentity: False, 0)
 
 
 @dataclasses.dataclass

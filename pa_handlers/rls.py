@@ -41,7 +41,8 @@ from .clock import Clock
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
 from .packages import EventPackage, package, publishable
-from .records import ACTIVE, PENDING, TERMINATED, DocumentKey, MemberRow, Subscription
+from .records import (ACTIVE, PENDING, TERMINATED, BackEndPolicy, DocumentKey, MemberRow,
+                      Subscription)
 from .resource_lists import InvalidDocument, ListError, Member
 from .sip import BadRequest, NameAddr, SipRequest, choose_media_type, parse_accept, parse_uri
 from .store import Decisions, Lists, Subscriptions
@@ -85,6 +86,8 @@ class ResourceListServer:
         self.authorizer = authorizer
         self.clock = clock
         self.deadline = deadline
+        self.backend_policy = BackEndPolicy(self.is_backend,
+                                            settings.max_backend_subscriptions_per_subscriber)
 
     def is_backend(self, presentity: str) -> bool:
         """Whether a member (user@host) is served by a back-end
@@ -147,7 +150,7 @@ class ResourceListServer:
                       _UNLIMITED if adhoc else self.settings.max_subscriptions_per_presentity)
             if not self.lists.add(sub, list_uri, owner, member_type, members, now,
                                   self.deadline(), limits, self.settings.rls_notify_interval,
-                                  self.is_backend):
+                                  self.backend_policy):
                 refused = reply(403, reason="Forbidden (Too Many Subscriptions)")
                 refused.detail = f"{pkg.name} list, refused: too many subscriptions"
                 return refused
@@ -358,7 +361,7 @@ class ResourceListServer:
                 continue
             if isinstance(resolved, str):
                 continue    # a loop or too long now: keep serving the members it had
-            if self.lists.replace_members(sub.id, resolved[0], self.is_backend):
+            if self.lists.replace_members(sub.id, resolved[0], self.backend_policy):
                 changed.append(sub.id)
         if changed:
             # Membership changes are told at once, not after the rate limit.

@@ -46,6 +46,8 @@ CREATE TABLE pa_rls_backend (
   body MEDIUMBLOB NULL,
   UNIQUE KEY by_resource (resource, event, subscriber),
   KEY by_dialog (call_id),
+  -- max_backend_subscriptions_per_subscriber.
+  KEY by_subscriber (subscriber),
   KEY by_due (due_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 

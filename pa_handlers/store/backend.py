@@ -24,23 +24,31 @@ _HOLDERS = (" FROM pa_rls_member m JOIN pa_subscription s ON s.id = m.subscripti
 
 
 # A back-end subscription for each back-end member (none is created twice:
-# one per resource, event and subscriber), due at once.
+# one per resource, event and subscriber), due at once, while the
+# subscriber holds fewer than its limit.
 _INSERT_BACKEND = ("INSERT IGNORE INTO pa_rls_backend (resource, event, subscriber, call_id,"
-                   " local_tag) VALUES (%s, %s, %s, '', '')")
+                   " local_tag) SELECT %s, %s, %s, '', '' FROM DUAL WHERE"
+                   " (SELECT COUNT(*) FROM pa_rls_backend WHERE subscriber = %s) < %s")
 # A new back-end member starts from what its subscriber's back-end
-# subscription already knows (another list of the same subscriber holds it).
-_COPY_BACKEND = ("UPDATE pa_rls_member m JOIN pa_rls_backend b ON b.resource = m.uri"
-                 " AND b.event = %s AND b.subscriber = %s"
+# subscription already knows (another list of the same subscriber holds
+# it); one beyond the subscriber's limit has none: terminated, rejected.
+_COPY_BACKEND = ("UPDATE pa_rls_member m"
                  " JOIN pa_rls_subscription r ON r.subscription_id = m.subscription_id"
-                 " SET m.state = b.state, m.reason = b.reason, m.content_type = b.content_type,"
-                 " m.body = b.body, m.dirty = 1, r.pending = 1"
-                 " WHERE m.subscription_id = %s AND m.source = 'backend' AND b.state <> ''")
+                 " LEFT JOIN pa_rls_backend b ON b.resource = m.uri"
+                 " AND b.event = %s AND b.subscriber = %s"
+                 " SET m.state = IF(b.id IS NULL, 'terminated', b.state),"
+                 " m.reason = IF(b.id IS NULL, 'rejected', b.reason),"
+                 " m.content_type = IFNULL(b.content_type, ''), m.body = b.body,"
+                 " m.dirty = 1, r.pending = 1"
+                 " WHERE m.subscription_id = %s AND m.source = 'backend'"
+                 " AND (b.id IS NULL OR b.state <> '')")
 
 
-def backend_statements(sub_id: int, event: str, watcher: str, uris: list[str]) -> list:
+def backend_statements(sub_id: int, event: str, watcher: str, uris: list[str],
+                       limit: int) -> list:
     if not uris:
         return []
-    return [(_INSERT_BACKEND, (uri, event, watcher)) for uri in uris] \
+    return [(_INSERT_BACKEND, (uri, event, watcher, watcher, limit)) for uri in uris] \
         + [(_COPY_BACKEND, (event, watcher, sub_id))]
 
 

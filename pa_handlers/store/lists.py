@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..records import DocumentKey, ListSubscription, MemberRow, Subscription
+from ..records import (NO_BACKEND, BackEndPolicy, DocumentKey, ListSubscription, MemberRow,
+                       Subscription)
 from .common import (IN_CHUNK, INSERT_COLS, SUB_COLS_S, documents_by_key,
                      select_documents, subscription)
 from .backend import backend_statements as _backend_statements
@@ -99,10 +100,9 @@ class Lists:
 
     def add(self, sub: Subscription, list_uri: str, owner: str, member_type: str,
             members: list, now: int, deadline: int, limits: tuple[int, int],
-            interval: int, backend: Callable[[str], bool] = lambda presentity: False) -> bool:
-        """Store a new list subscription (its first NOTIFY in flight until
-        `deadline`) with its members (`backend` ones with their back-end
-        subscriptions); False (nothing stored) beyond the limits."""
+            interval: int, backend: BackEndPolicy = NO_BACKEND) -> bool:
+        """Store a new list subscription (first NOTIFY in flight until `deadline`),
+        its members and back-end subscriptions; False beyond the limits."""
         def work(s):
             s.execute(INSERT_LIMITED, [getattr(sub, c) for c in INSERT_COLS]
                       + [now, deadline, *sub.key, sub.watcher, limits[0], *sub.key, limits[1]])
@@ -114,11 +114,12 @@ class Lists:
                       " member_type, next_notify_at) VALUES (%s, %s, %s, %s, %s)",
                       (sub.id, list_uri, owner, member_type, now + interval))
             s.executemany(_INSERT_MEMBER, [(sub.id, i, m.uri, m.presentity, m.name, BACKEND
-                                            if backend(m.presentity) else LOCAL, "")
+                                            if backend.remote(m.presentity) else LOCAL, "")
                                            for i, m in enumerate(members)])
-            remote = [m.uri for m in members if backend(m.presentity)]
+            remote = [m.uri for m in members if backend.remote(m.presentity)]
             if remote:
-                s.batch(*_backend_statements(sub.id, sub.event, sub.watcher, remote))
+                s.batch(*_backend_statements(sub.id, sub.event, sub.watcher, remote,
+                                             backend.limit))
             return True
         return self.db.transaction(work)
 
@@ -240,11 +241,10 @@ class Lists:
         return self.db.run(work)
 
     def replace_members(self, subscription_id: int, members: list,
-                        backend: Callable[[str], bool] = lambda presentity: False) -> bool:
-        """Make the members of a list subscription `members`, keeping what
-        was told of those that stay (next NOTIFY: full state); back-end
-        subscriptions of members gone are due (ended if unneeded).
-        Returns whether the members changed."""
+                        backend: BackEndPolicy = NO_BACKEND) -> bool:
+        """Make a list subscription's members `members`, keeping what was told of
+        those that stay (next NOTIFY: full state); back-end subscriptions of
+        members gone are due (ended if unneeded).  Whether they changed."""
         def work(s):
             s.execute("SELECT uri, position, presentity, name FROM pa_rls_member"
                       " WHERE subscription_id = %s FOR UPDATE", (subscription_id,))
@@ -270,11 +270,12 @@ class Lists:
                                        " WHERE subscription_id = %s AND uri = %s",
                                        (i, name, subscription_id, uri)))
                 else:
-                    remote = backend(presentity)
+                    remote = backend.remote(presentity)
                     added += [uri] if remote else []
                     statements.append((_INSERT_MEMBER, (subscription_id, i, uri, presentity,
                                                         name, BACKEND if remote else LOCAL, "")))
-            statements += _backend_statements(subscription_id, event, watcher, added)
+            statements += _backend_statements(subscription_id, event, watcher, added,
+                                              backend.limit)
             statements.append(("UPDATE pa_rls_subscription SET full_due = 1, pending = 1"
                                " WHERE subscription_id = %s", (subscription_id,)))
             s.batch(*statements)

@@ -38,7 +38,8 @@ def instance_a(database, instance_b):
                           rls_notify_interval=0,
                           backend_routes={"b.example": f"127.0.0.1:{instance_b.port}"},
                           backend_expires=10, backend_timeout=2, backend_retry_min=1,
-                          backend_retry_max=2)).start()
+                          backend_retry_max=2,
+                          max_backend_subscriptions_per_subscriber=3)).start()
     yield k
     k.cleanup()
 
@@ -191,5 +192,28 @@ def test_notify_of_no_backend_dialog_gets_481(instance_a):
                        [("Event", "presence"), ("Subscription-State", "active;expires=60")],
                        to=f"<sip:x@a.example>;tag={rand()}")
         assert r.status == 481
+    finally:
+        ua.close()
+
+
+def test_back_end_subscriptions_per_subscriber_are_limited(instance_a, instance_b, database):
+    """max_backend_subscriptions_per_subscriber (3 here): the members
+    beyond are terminated (rejected), the others served."""
+    user = f"u{rand(6)}"
+    remote = [f"sip:r{i}{rand(5)}@b.example" for i in range(4)]
+    for uri in remote:
+        publish(instance_b, uri, "open")
+    put_list(instance_a, f"{user}@a.example", remote, f"sip:{user}-list@a.example")
+    ua = SipUA(instance_a.address, user=user)
+    ua.aor = f"sip:{user}@a.example"
+    try:
+        r, d = ua.subscribe(f"sip:{user}-list@a.example", headers=LIST_HEADERS)
+        assert r.status == 200
+        for uri in remote[:3]:
+            state_of(ua, d.call_id, uri, lambda g: g["state"] == "active", 5)
+        state_of(ua, d.call_id, remote[3], lambda g: (g["state"], g["reason"]) ==
+                 ("terminated", "rejected"), 5)
+        assert database.query("SELECT COUNT(*) FROM pa_rls_backend WHERE subscriber = %s",
+                              (f"{user}@a.example",)) == [(3,)]
     finally:
         ua.close()
