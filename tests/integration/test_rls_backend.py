@@ -217,3 +217,32 @@ def test_back_end_subscriptions_per_subscriber_are_limited(instance_a, instance_
                               (f"{user}@a.example",)) == [(3,)]
     finally:
         ua.close()
+
+
+def test_a_restart_keeps_back_end_subscriptions(instance_a, instance_b, database):
+    """The dialog lives in MySQL: A restarted refreshes the same back-end
+    dialog (same Call-ID, higher CSeq) and the list is still fed."""
+    user, carol = f"u{rand(6)}", f"sip:carol{rand(5)}@b.example"
+    publish(instance_b, carol, "open")
+    put_list(instance_a, f"{user}@a.example", [carol], f"sip:{user}-list@a.example")
+    ua = SipUA(instance_a.address, user=user)
+    ua.aor = f"sip:{user}@a.example"
+    try:
+        r, d = ua.subscribe(f"sip:{user}-list@a.example", headers=LIST_HEADERS)
+        assert r.status == 200
+        state_of(ua, d.call_id, carol, lambda g: g["state"] == "active", 5)
+        query = "SELECT call_id, cseq, phase FROM pa_rls_backend WHERE resource = %s"
+        (call_id, cseq, _), = database.query(query, (carol,))
+        instance_a.restart()
+        # backend_expires 10: refreshed about 8 s after it was granted.
+        wait_until(lambda: (lambda rows: rows[0][0] == call_id and rows[0][1] > cseq
+                            and rows[0][2] == "established")(database.query(query, (carol,))),
+                   15)
+        wait_answered(database, d.call_id)
+        seen = len(ua.notifies(d.call_id))
+        publish(instance_b, carol, "closed")
+        state_of(ua, d.call_id, carol,
+                 lambda g: g["body"] and "closed" in dict(tuples(g["body"])).values(),
+                 3, after=seen)
+    finally:
+        ua.close()
