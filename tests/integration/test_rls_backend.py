@@ -246,3 +246,32 @@ def test_a_restart_keeps_back_end_subscriptions(instance_a, instance_b, database
                  3, after=seen)
     finally:
         ua.close()
+
+
+def test_two_nodes_of_a_send_each_refresh_once(instance_a, instance_b, database):
+    """A second node on A's database: every back-end SUBSCRIBE (initial,
+    refreshes) leaves from exactly one node (claimed with SKIP LOCKED)."""
+    second = Kamailio(settings(database, local_domains=["a.example"], xcap_auth="none",
+                               backend_routes={"b.example": f"127.0.0.1:{instance_b.port}"},
+                               backend_expires=10, backend_timeout=2, backend_retry_min=1,
+                               backend_retry_max=2)).start()
+    user, carol = f"u{rand(6)}", f"sip:carol{rand(5)}@b.example"
+    ua = SipUA(instance_a.address, user=user)
+    ua.aor = f"sip:{user}@a.example"
+    try:
+        publish(instance_b, carol, "open")
+        put_list(instance_a, f"{user}@a.example", [carol], f"sip:{user}-list@a.example")
+        r, d = ua.subscribe(f"sip:{user}-list@a.example", headers=LIST_HEADERS)
+        assert r.status == 200
+        state_of(ua, d.call_id, carol, lambda g: g["state"] == "active", 5)
+        query = "SELECT call_id, cseq, phase FROM pa_rls_backend WHERE resource = %s"
+        (call_id, _, _), = database.query(query, (carol,))
+        # Two refreshes (about every 8 s), answered (B logged them).
+        wait_until(lambda: (lambda row: row[1] >= 3 and row[2] == "established")(
+            database.query(query, (carol,))[0]), 25)
+        seen = [line for line in instance_b.log().splitlines()
+                if "SUBSCRIBE presentity=" in line and f"call-id={call_id}" in line]
+        assert len(seen) == database.query(query, (carol,))[0][1], seen
+    finally:
+        ua.close()
+        second.cleanup()
