@@ -147,3 +147,16 @@ def test_notify_of_another_dialog_gets_481():
     store.of_dialog = lambda call_id, tag: None
     outcome, changed = backend.notify(_notify("active", to_tag="other"))
     assert outcome.reply.code == 481 and changed == [] and store.calls == []
+
+
+def test_upstream_retry_after_wins_over_the_backoff():
+    backend, store = core([row(ESTABLISHED, remote_tag="rt")])
+    store.of_dialog = lambda call_id, tag: store.rows[0]
+    backend.notify(_notify("terminated;reason=probation;retry-after=30"))
+    assert ("failed", 1030, "probation", 0) in store.calls
+    backend, store = core([row(SENT)])
+    store.of_dialog = lambda call_id, tag: store.rows[0]
+    backend.answered(b"SIP/2.0 503 Busy\r\nFrom: <sip:alice@a.example>;tag=ltag\r\n"
+                     b"To: <sip:carol@b.example>;tag=x\r\nCall-ID: cid\r\nCSeq: 3 SUBSCRIBE\r\n"
+                     b"Retry-After: 17\r\n\r\n")
+    assert store.calls[0] == ("failed", 1017, "probation", 503)
