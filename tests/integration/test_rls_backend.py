@@ -275,3 +275,24 @@ def test_two_nodes_of_a_send_each_refresh_once(instance_a, instance_b, database)
     finally:
         ua.close()
         second.cleanup()
+
+
+def test_unsubscribing_the_list_ends_the_back_end_subscription(instance_a, instance_b,
+                                                               database, b_database):
+    user, carol = f"u{rand(6)}", f"sip:carol{rand(5)}@b.example"
+    put_list(instance_a, f"{user}@a.example", [carol], f"sip:{user}-list@a.example")
+    ua = SipUA(instance_a.address, user=user)
+    ua.aor = f"sip:{user}@a.example"
+    try:
+        r, d = ua.subscribe(f"sip:{user}-list@a.example", headers=LIST_HEADERS)
+        assert r.status == 200
+        state_of(ua, d.call_id, carol, lambda g: g["state"] == "active", 5)
+        assert ua.resubscribe(d, 0, headers=LIST_HEADERS).status == 200
+        # Found by the sweep (timer_interval: 1 s here), ended upstream.
+        wait_until(lambda: database.query("SELECT COUNT(*) FROM pa_rls_backend"
+                                          " WHERE resource = %s", (carol,)) == [(0,)], 5)
+        wait_until(lambda: b_database.query(
+            "SELECT COUNT(*) FROM pa_subscription WHERE presentity = %s"
+            " AND expires_at > UNIX_TIMESTAMP()", (carol[4:],)) == [(0,)], 5)
+    finally:
+        ua.close()
