@@ -3,7 +3,8 @@ server that answers SUBSCRIBE and PUBLISH with the presence agent.
 
 Operators with their own KEMI script do the same in theirs: `import
 pa_kemi`, keep `pa_kemi.load()` from mod_init, call its handlers from the
-request route, `handle_notify_reply` from the reply route, `on_timer` from
+request route (`handle_backend_notify` for NOTIFY), `handle_notify_reply`
+from the reply route, `on_timer` from
 an rtimer route every second and `on_answers` from one every 50 ms.
 """
 
