@@ -296,3 +296,32 @@ def test_unsubscribing_the_list_ends_the_back_end_subscription(instance_a, insta
             " AND expires_at > UNIX_TIMESTAMP()", (carol[4:],)) == [(0,)], 5)
     finally:
         ua.close()
+
+
+def test_one_node_claims_each_back_end_subscription():
+    """The claim against MariaDB: a row another node holds is skipped (SKIP
+    LOCKED, no waiting), and a claimed row is leased: no other node takes
+    it until the lease ends."""
+    from pa_handlers.config import parse_db_url
+    from pa_handlers.store import BackEnd, Database
+    db = ScratchDatabase()
+    try:
+        db.query("INSERT INTO pa_rls_backend (resource, event, subscriber, call_id, local_tag)"
+                 " VALUES ('sip:c@b.example', 'presence', 'a@a.example', '', '')")
+        node1 = BackEnd(Database(parse_db_url(db.url()), 3))
+        node2 = BackEnd(Database(parse_db_url(db.url()), 3))
+        other = db.connect()
+        other.autocommit(False)
+        with other.cursor() as cur:
+            cur.execute("SELECT id FROM pa_rls_backend FOR UPDATE")
+            started = time.monotonic()
+            assert node1.claim_due(100, 110, 10) == []
+            assert time.monotonic() - started < 1
+        other.rollback()
+        other.close()
+        claimed = node1.claim_due(100, 110, 10)
+        assert [c.resource for c in claimed] == ["sip:c@b.example"] and not claimed[0].needed
+        assert node2.claim_due(105, 115, 10) == []
+        assert [c.resource for c in node2.claim_due(110, 120, 10)] == ["sip:c@b.example"]
+    finally:
+        db.drop()
