@@ -4,6 +4,7 @@ authoritative for a.example, B for b.example.  alice@a.example's list
 holds bob@a.example (served by A from local state) and carol@b.example (A
 subscribes to her on B, with alice's identity)."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -68,6 +69,23 @@ def admin(kamailio, *args) -> str:
                             cwd=ROOT, timeout=30)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+@contextlib.contextmanager
+def list_subscriber(instance, members):
+    """A new user of a.example subscribed to its list of `members`:
+    (its UA, the list dialog, its AOR)."""
+    user = f"u{rand(6)}"
+    aor = f"{user}@a.example"
+    put_list(instance, aor, members, f"sip:{user}-list@a.example")
+    ua = SipUA(instance.address, user=user)
+    ua.aor = f"sip:{aor}"
+    try:
+        r, d = ua.subscribe(f"sip:{user}-list@a.example", headers=LIST_HEADERS)
+        assert r.status == 200
+        yield ua, d, aor
+    finally:
+        ua.close()
 
 
 def state_of(ua, call_id, uri, predicate, timeout=5.0, after=0):
@@ -199,37 +217,24 @@ def test_notify_of_no_backend_dialog_gets_481(instance_a):
 def test_back_end_subscriptions_per_subscriber_are_limited(instance_a, instance_b, database):
     """max_backend_subscriptions_per_subscriber (3 here): the members
     beyond are terminated (rejected), the others served."""
-    user = f"u{rand(6)}"
     remote = [f"sip:r{i}{rand(5)}@b.example" for i in range(4)]
     for uri in remote:
         publish(instance_b, uri, "open")
-    put_list(instance_a, f"{user}@a.example", remote, f"sip:{user}-list@a.example")
-    ua = SipUA(instance_a.address, user=user)
-    ua.aor = f"sip:{user}@a.example"
-    try:
-        r, d = ua.subscribe(f"sip:{user}-list@a.example", headers=LIST_HEADERS)
-        assert r.status == 200
+    with list_subscriber(instance_a, remote) as (ua, d, aor):
         for uri in remote[:3]:
             state_of(ua, d.call_id, uri, lambda g: g["state"] == "active", 5)
         state_of(ua, d.call_id, remote[3], lambda g: (g["state"], g["reason"]) ==
                  ("terminated", "rejected"), 5)
         assert database.query("SELECT COUNT(*) FROM pa_rls_backend WHERE subscriber = %s",
-                              (f"{user}@a.example",)) == [(3,)]
-    finally:
-        ua.close()
+                              (aor,)) == [(3,)]
 
 
 def test_a_restart_keeps_back_end_subscriptions(instance_a, instance_b, database):
     """The dialog lives in MySQL: A restarted refreshes the same back-end
     dialog (same Call-ID, higher CSeq) and the list is still fed."""
-    user, carol = f"u{rand(6)}", f"sip:carol{rand(5)}@b.example"
+    carol = f"sip:carol{rand(5)}@b.example"
     publish(instance_b, carol, "open")
-    put_list(instance_a, f"{user}@a.example", [carol], f"sip:{user}-list@a.example")
-    ua = SipUA(instance_a.address, user=user)
-    ua.aor = f"sip:{user}@a.example"
-    try:
-        r, d = ua.subscribe(f"sip:{user}-list@a.example", headers=LIST_HEADERS)
-        assert r.status == 200
+    with list_subscriber(instance_a, [carol]) as (ua, d, aor):
         state_of(ua, d.call_id, carol, lambda g: g["state"] == "active", 5)
         query = "SELECT call_id, cseq, phase FROM pa_rls_backend WHERE resource = %s"
         (call_id, cseq, _), = database.query(query, (carol,))
@@ -244,8 +249,6 @@ def test_a_restart_keeps_back_end_subscriptions(instance_a, instance_b, database
         state_of(ua, d.call_id, carol,
                  lambda g: g["body"] and "closed" in dict(tuples(g["body"])).values(),
                  3, after=seen)
-    finally:
-        ua.close()
 
 
 def test_two_nodes_of_a_send_each_refresh_once(instance_a, instance_b, database):
@@ -255,37 +258,32 @@ def test_two_nodes_of_a_send_each_refresh_once(instance_a, instance_b, database)
                                backend_routes={"b.example": f"127.0.0.1:{instance_b.port}"},
                                backend_expires=10, backend_timeout=2, backend_retry_min=1,
                                backend_retry_max=2)).start()
-    user, carol = f"u{rand(6)}", f"sip:carol{rand(5)}@b.example"
-    ua = SipUA(instance_a.address, user=user)
-    ua.aor = f"sip:{user}@a.example"
+    carol = f"sip:carol{rand(5)}@b.example"
+    publish(instance_b, carol, "open")
     try:
-        publish(instance_b, carol, "open")
-        put_list(instance_a, f"{user}@a.example", [carol], f"sip:{user}-list@a.example")
-        r, d = ua.subscribe(f"sip:{user}-list@a.example", headers=LIST_HEADERS)
-        assert r.status == 200
-        state_of(ua, d.call_id, carol, lambda g: g["state"] == "active", 5)
-        query = "SELECT call_id, cseq, phase FROM pa_rls_backend WHERE resource = %s"
-        (call_id, _, _), = database.query(query, (carol,))
-        # Two refreshes (about every 8 s), answered (B logged them).
-        wait_until(lambda: (lambda row: row[1] >= 3 and row[2] == "established")(
-            database.query(query, (carol,))[0]), 25)
-        seen = [line for line in instance_b.log().splitlines()
-                if "SUBSCRIBE presentity=" in line and f"call-id={call_id}" in line]
-        assert len(seen) == database.query(query, (carol,))[0][1], seen
+        with list_subscriber(instance_a, [carol]) as (ua, d, aor):
+            check_each_refresh_once(ua, d, carol, instance_b, database)
     finally:
-        ua.close()
         second.cleanup()
+
+
+def check_each_refresh_once(ua, d, carol, instance_b, database):
+    """B saw exactly as many SUBSCRIBEs of the dialog as its CSeq says."""
+    state_of(ua, d.call_id, carol, lambda g: g["state"] == "active", 5)
+    query = "SELECT call_id, cseq, phase FROM pa_rls_backend WHERE resource = %s"
+    (call_id, _, _), = database.query(query, (carol,))
+    # Two refreshes (about every 8 s), answered (B logged them).
+    wait_until(lambda: (lambda row: row[1] >= 3 and row[2] == "established")(
+        database.query(query, (carol,))[0]), 25)
+    seen = [line for line in instance_b.log().splitlines()
+            if "SUBSCRIBE presentity=" in line and f"call-id={call_id}" in line]
+    assert len(seen) == database.query(query, (carol,))[0][1], seen
 
 
 def test_unsubscribing_the_list_ends_the_back_end_subscription(instance_a, instance_b,
                                                                database, b_database):
-    user, carol = f"u{rand(6)}", f"sip:carol{rand(5)}@b.example"
-    put_list(instance_a, f"{user}@a.example", [carol], f"sip:{user}-list@a.example")
-    ua = SipUA(instance_a.address, user=user)
-    ua.aor = f"sip:{user}@a.example"
-    try:
-        r, d = ua.subscribe(f"sip:{user}-list@a.example", headers=LIST_HEADERS)
-        assert r.status == 200
+    carol = f"sip:carol{rand(5)}@b.example"
+    with list_subscriber(instance_a, [carol]) as (ua, d, aor):
         state_of(ua, d.call_id, carol, lambda g: g["state"] == "active", 5)
         assert ua.resubscribe(d, 0, headers=LIST_HEADERS).status == 200
         # Found by the sweep (timer_interval: 1 s here), ended upstream.
@@ -294,8 +292,6 @@ def test_unsubscribing_the_list_ends_the_back_end_subscription(instance_a, insta
         wait_until(lambda: b_database.query(
             "SELECT COUNT(*) FROM pa_subscription WHERE presentity = %s"
             " AND expires_at > UNIX_TIMESTAMP()", (carol[4:],)) == [(0,)], 5)
-    finally:
-        ua.close()
 
 
 def test_one_node_claims_each_back_end_subscription():
