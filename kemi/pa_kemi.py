@@ -355,6 +355,12 @@ class PresenceAgentKemi:
         # hold no spaces (RFC 3261 25.1): a reply that splits otherwise is no
         # answer of ours.
         parts = (KSR.pv.get("$_s($rm $rs $cs $ci $ft $tt)") or "").split(" ")
+        if len(parts) >= 2 and parts[0] == "SUBSCRIBE" and parts[1].isdigit():
+            # Answers to our back-end SUBSCRIBEs (members of other domains).
+            if int(parts[1]) >= 200 and KSR.tm.t_check_trans() > 0:
+                for notify in self.agent.handle_backend_reply(_message()):
+                    self._send_notify(notify)
+            return 1
         if len(parts) != 6 or parts[0] != "NOTIFY" or not parts[1].isdigit():
             return 1
         _, code, cseq, call_id, from_tag, to_tag = parts
@@ -371,6 +377,22 @@ class PresenceAgentKemi:
         for notify in self.agent.handle_notify_reply(dialog, int(cseq), code):
             self._send_notify(notify)
         return 1
+
+    @_entry(failure_code=500)
+    def handle_backend_notify(self, msg=None):
+        """Call from the request route for NOTIFY: those of our back-end
+        subscriptions get 200 and feed their lists' members, others 481."""
+        self._answer(self.agent.handle_backend_notify(_message(), _context()))
+        return 1
+
+    def _send_request(self, request):
+        """A back-end SUBSCRIBE; its answer comes to handle_notify_reply,
+        its silence is the core's timeout."""
+        socket = request.socket if self._is_local(request.socket) else ""
+        if KSR.tm.t_uac_send(request.method, request.ruri, request.nexthop, socket,
+                             request.headers, request.body) < 0:
+            log.warning("%s to %s could not be sent; it times out and is retried",
+                        request.method, request.ruri)
 
     def _answers_queue(self) -> bool:
         if self._queue is None:
@@ -437,6 +459,11 @@ class PresenceAgentKemi:
         """Call every second (rtimer); runs the sweeps every timer_interval."""
         self.on_answers()
         for notify in self.agent.on_timer():
+            self._send_notify(notify)
+        requests, notifies = self.agent.backend_due()
+        for request in requests:
+            self._send_request(request)
+        for notify in notifies:
             self._send_notify(notify)
         unanswered = self.agent.unanswered_notifies()
         if unanswered:

@@ -3,7 +3,8 @@ server that answers SUBSCRIBE and PUBLISH with the presence agent.
 
 Operators with their own KEMI script do the same in theirs: `import
 pa_kemi`, keep `pa_kemi.load()` from mod_init, call its handlers from the
-request route, `handle_notify_reply` from the reply route, `on_timer` from
+request route (`handle_backend_notify` for NOTIFY), `handle_notify_reply`
+from the reply route, `on_timer` from
 an rtimer route every second and `on_answers` from one every 50 ms.
 """
 
@@ -101,6 +102,11 @@ class PresenceRouting:
             return 1
         if method == "ACK":
             return 1
+        if method == "NOTIFY":
+            # NOTIFYs of the back-end subscriptions (list members of other
+            # domains); any other gets 481.
+            self.pa.handle_backend_notify(msg)
+            return 1
         KSR.sl.sl_send_reply(501, "Not Implemented")
         return 1
 
@@ -137,7 +143,7 @@ class PresenceRouting:
         return False
 
     def ksr_reply_route(self, msg):
-        # Answers to the NOTIFYs the presence agent sent.
+        # Answers to the NOTIFYs and back-end SUBSCRIBEs the agent sent.
         return self.pa.handle_notify_reply(msg)
 
     def ksr_onsend_route(self, msg):

@@ -115,6 +115,7 @@ class Admin:
         self.documents = store.documents
         self.decisions = store.decisions
         self.tasks = store.tasks
+        self.backend = store.backend
         self.out = out
         self.clock = clock
 
@@ -187,8 +188,14 @@ class Admin:
                              members=[dict(uri=uri, source=source, state=state or "-",
                                            reason=reason) for uri, source, state, reason
                                       in members]))
+        backend = [dict(resource=resource, event=event, subscriber=subscriber, phase=phase,
+                        state=state or "-", reason=reason,
+                        expires=_in(expires_at, now) if expires_at else "-",
+                        failures=failures, last_code=code or "", call_id=call_id)
+                   for resource, event, subscriber, phase, state, reason, expires_at, failures,
+                   code, call_id in self.backend.all(args.limit)]
         if self.out.json:
-            self.out.show({"services": services, "subscriptions": subs})
+            self.out.show({"services": services, "subscriptions": subs, "backend": backend})
             return
         print("services:")
         print(table(services, ["list", "owner"]))
@@ -197,6 +204,10 @@ class Admin:
             print(f"{sub['list']} watched by {sub['watcher']} ({sub['event']}, owner"
                   f" {sub['owner']}, expires in {sub['expires']}):")
             print(table(sub["members"], ["uri", "source", "state", "reason"]))
+        print()
+        print("back-end subscriptions (members of other domains):")
+        print(table(backend, ["resource", "event", "subscriber", "phase", "state", "reason",
+                              "expires", "failures", "last_code"]))
 
     def decide(self, args, status: str, reason: str) -> None:
         presentity, watcher = aor(args.presentity), aor(args.watcher)
@@ -316,8 +327,8 @@ def parser() -> argparse.ArgumentParser:
     command("end", "end one subscription", "call_id", domain=False)
     command("purge", "remove expired state now, telling watchers", domain=False)
     command("counts", "how much state there is", domain=False)
-    c = command("lists", "resource lists: list URIs, list subscriptions and their members'"
-                " states", domain=False)
+    c = command("lists", "resource lists: list URIs, list subscriptions, their members'"
+                " states and the back-end subscriptions", domain=False)
     c.add_argument("--limit", type=int, default=100, help="at most so many list subscriptions")
     users = sub.add_parser("user", help="SIP and XCAP users (Kamailio's subscriber table)")
     users_sub = users.add_subparsers(dest="user_command", required=True)

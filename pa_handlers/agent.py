@@ -12,6 +12,7 @@ from typing import Callable
 
 from . import metrics
 from .authorization import Authorizer
+from .backend import BackEndSubscriptions, Request
 from .clock import Clock, clock_of
 from .compositor import Compositor
 from .config import Settings
@@ -45,8 +46,10 @@ class PresenceAgent:
         self.registrations = Registrations(settings, self.compositor, self.clock)
         self.xcap = XcapServer(settings, store.decisions, self.clock, self.notifier.reauthorize,
                                store.lists, self.notifier.rls.lists_changed)
+        self.backend = BackEndSubscriptions(settings, store.backend, self.clock)
         self.tasks = store.tasks
         self._next_sweep = 0.0
+        self._next_backend_sweep = 0.0
         self._unanswered = 0
         # What each kind of task left by pa-admin or the XMPP gateway does.
         self._task_handlers: dict[TaskKind, Callable[[Task], list[Notify]]] = {
@@ -114,6 +117,43 @@ class PresenceAgent:
         except StoreUnavailable as e:
             log.warning("%d answers to NOTIFYs not recorded: %s", len(answers), e)
             return []
+
+    # -- back-end subscriptions (members of other domains, backend.py) ------------------
+
+    def handle_backend_notify(self, message: bytes, ctx: Context) -> Outcome:
+        """A NOTIFY of one of our back-end subscriptions (481 for any
+        other); the lists it changes are told."""
+        def handle(req: SipRequest) -> Outcome:
+            outcome, changed = self.backend.notify(req)
+            outcome.notifies += self.notifier.rls.changed(changed)
+            return outcome
+        return self._guard("handle_backend_notify", "registrar", message, handle)
+
+    def handle_backend_reply(self, message: bytes) -> list[Notify]:
+        """A final answer to one of our back-end SUBSCRIBEs."""
+        try:
+            return self.notifier.rls.changed(self.backend.answered(message))
+        except StoreUnavailable as e:
+            # The SUBSCRIBE counts as unanswered: it times out and is retried.
+            log.warning("answer to a back-end SUBSCRIBE not recorded: %s", e)
+            return []
+
+    def backend_due(self) -> tuple[list[Request], list[Notify]]:
+        """Every second: the back-end SUBSCRIBEs due (initial, refresh,
+        retry, end), and the list NOTIFYs of members that failed; every
+        timer_interval those no list needs any more are found."""
+        if not self.backend.enabled:
+            return [], []
+        now = self.clock.now()
+        sweep = now >= self._next_backend_sweep
+        if sweep:
+            self._next_backend_sweep = now + self.settings.timer_interval
+        try:
+            requests, changed = self.backend.due(sweep)
+            return requests, self.notifier.rls.changed(changed)
+        except StoreUnavailable as e:
+            warn_outage(log, "back-end subscriptions", e)
+            return [], []
 
     def unanswered_notifies(self) -> int:
         """How many NOTIFYs the timers found unanswered since the last

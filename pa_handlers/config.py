@@ -109,10 +109,39 @@ class Settings:
     rls_max_depth: int = 8
     rls_notify_interval: int = 1
     rls_max_notify_bytes: int = 64 * 1024
+    # Back-end subscriptions (RFC 4662 4.5): the domains this server is
+    # authoritative for; list members of any other domain are subscribed
+    # to upstream.  Empty: every member is served locally (no back-end
+    # subscription at all).
+    local_domains: tuple[str, ...] = ()
+    # Per remote domain, where its back-end SUBSCRIBEs go (host:port, the
+    # next hop); a domain not named here: Kamailio's normal routing of
+    # the member's URI (DNS, RFC 3263).
+    backend_routes: tuple[tuple[str, str], ...] = ()
+    backend_expires: int = 3600
+    # Seconds without a final answer after which a back-end SUBSCRIBE has
+    # failed (timeout), and the retry backoff after a failure.
+    backend_timeout: int = 10
+    backend_retry_min: int = 5
+    backend_retry_max: int = 600
+    max_backend_subscriptions_per_subscriber: int = 200
 
     @property
     def default_priority(self) -> float:
         return self.default_priority_percentage / 100.0
+
+    def is_local(self, host: str) -> bool:
+        """Whether a resource of `host` is served from local state (no
+        local_domains: all are)."""
+        host = host.lower()
+        return not self.local_domains or host in self.local_domains \
+            or host in self.xmpp_domains
+
+    def backend_next_hop(self, host: str) -> str:
+        """The next hop of back-end SUBSCRIBEs to `host`: a SIP URI, or ''
+        for Kamailio's normal routing."""
+        hop = dict(self.backend_routes).get(host.lower())
+        return f"sip:{hop}" if hop else ""
 
 
 def _int(key: str, low: int, high: int):
@@ -188,6 +217,19 @@ def _domains(key: str):
                 for v in value):
             raise ConfigError(f"'{key}' must be a list of domain names, not {value!r}")
         return tuple(v.lower() for v in value)
+    return check
+
+
+def _routes(key: str):
+    def check(value: Any) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must map domains to host:port, not {value!r}")
+        routes = []
+        for domain, hop in value.items():
+            _domains(key)([domain])
+            _hostport(f"{key}: {domain}")(hop)
+            routes.append((domain.lower(), hop))
+        return tuple(routes)
     return check
 
 
@@ -336,6 +378,14 @@ _CHECKS = {
     "rls_max_depth": _int("rls_max_depth", 1, 30),
     "rls_notify_interval": _int("rls_notify_interval", 0, 3600),
     "rls_max_notify_bytes": _int("rls_max_notify_bytes", 1024, 16 * 1024 * 1024),
+    "local_domains": _domains("local_domains"),
+    "backend_routes": _routes("backend_routes"),
+    "backend_expires": _int("backend_expires", 10, 30 * _DAY),
+    "backend_timeout": _int("backend_timeout", 1, 300),
+    "backend_retry_min": _int("backend_retry_min", 1, _DAY),
+    "backend_retry_max": _int("backend_retry_max", 1, _DAY),
+    "max_backend_subscriptions_per_subscriber": _int(
+        "max_backend_subscriptions_per_subscriber", 1, 100_000),
 }
 
 
@@ -357,6 +407,8 @@ def settings_from_mapping(data: Any) -> Settings:
                                         and settings.xmpp_sip_domain):
         raise ConfigError("'xmpp_component' needs 'xmpp_component_secret' and"
                           " 'xmpp_sip_domain'")
+    if settings.backend_retry_min > settings.backend_retry_max:
+        raise ConfigError("'backend_retry_min' must not exceed 'backend_retry_max'")
     return settings
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 # -- presence domains ---------------------------------------------------------
 #
@@ -211,3 +211,47 @@ class XmppWatcherUpdate(NamedTuple):
     told_version: int
     version: int
     document: bytes | None
+
+
+# -- back-end subscriptions (sql/007) ------------------------------------------------
+
+IDLE, SENT, ESTABLISHED = "idle", "sent", "established"
+
+
+class BackEndPolicy(NamedTuple):
+    """Which list members are served by back-end subscriptions (by their
+    user@host), and how many back-end subscriptions one subscriber may
+    hold (members beyond: terminated, reason rejected)."""
+    remote: Callable[[str], bool]
+    limit: int
+
+
+NO_BACKEND = BackEndPolicy(lambda presentity: False, 0)
+
+
+@dataclasses.dataclass
+class BackEndSubscription:
+    """A SUBSCRIBE dialog this server holds upstream for a list member of
+    another domain, shared by the subscriber's lists (one pa_rls_backend
+    row)."""
+    id: int
+    resource: str
+    event: str
+    subscriber: str
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    remote_target: str
+    route_set: str
+    local_contact: str
+    cseq: int
+    phase: str
+    due_at: int
+    expires_at: int
+    failures: int
+    state: str
+    reason: str
+    # Whether some list subscription of the subscriber still holds the
+    # member, and the socket of one (where its SUBSCRIBEs leave from).
+    needed: bool = True
+    socket: str = ""

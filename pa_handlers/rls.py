@@ -41,7 +41,8 @@ from .clock import Clock
 from .config import Settings
 from .messages import Context, Notify, Outcome, reply
 from .packages import EventPackage, package, publishable
-from .records import ACTIVE, PENDING, TERMINATED, DocumentKey, MemberRow, Subscription
+from .records import (ACTIVE, PENDING, TERMINATED, BackEndPolicy, DocumentKey, MemberRow,
+                      Subscription)
 from .resource_lists import InvalidDocument, ListError, Member
 from .sip import BadRequest, NameAddr, SipRequest, choose_media_type, parse_accept, parse_uri
 from .store import Decisions, Lists, Subscriptions
@@ -85,6 +86,14 @@ class ResourceListServer:
         self.authorizer = authorizer
         self.clock = clock
         self.deadline = deadline
+        self.backend_policy = BackEndPolicy(self.is_backend,
+                                            settings.max_backend_subscriptions_per_subscriber)
+
+    def is_backend(self, presentity: str) -> bool:
+        """Whether a member (user@host) is served by a back-end
+        subscription: its domain is not one of local_domains."""
+        user, at, host = presentity.rpartition("@")
+        return bool(at) and not self.settings.is_local(host)
 
     # -- SUBSCRIBE to a list ------------------------------------------------------
 
@@ -140,14 +149,15 @@ class ResourceListServer:
             limits = (self.settings.max_subscriptions_per_watcher,
                       _UNLIMITED if adhoc else self.settings.max_subscriptions_per_presentity)
             if not self.lists.add(sub, list_uri, owner, member_type, members, now,
-                                  self.deadline(), limits, self.settings.rls_notify_interval):
+                                  self.deadline(), limits, self.settings.rls_notify_interval,
+                                  self.backend_policy):
                 refused = reply(403, reason="Forbidden (Too Many Subscriptions)")
                 refused.detail = f"{pkg.name} list, refused: too many subscriptions"
                 return refused
-            rows = [_row(m) for m in members]
+            rows = [_row(m, self.is_backend(m.presentity)) for m in members]
             state = subscription_state(ACTIVE, expires)
         else:
-            rows = [_row(m) for m in members]
+            rows = [_row(m, self.is_backend(m.presentity)) for m in members]
             state = subscription_state(TERMINATED, 0, "timeout")
         outcome.notifies.append(self._list_notify(sub, state, list_uri, member_type, rows,
                                                   full=True, record=bool(expires)))
@@ -315,6 +325,13 @@ class ResourceListServer:
             self.clock.now(), self.deadline(), self.settings.rls_notify_interval, BATCH, ids)) \
             if ids else []
 
+    def changed(self, ids: list[int]) -> list[Notify]:
+        """List subscriptions whose back-end members changed are told (now,
+        or when the rate limit and the NOTIFY in flight allow)."""
+        return self._send(self.lists.claim_pending(
+            self.clock.now(), self.deadline(), self.settings.rls_notify_interval, BATCH, ids)) \
+            if ids else []
+
     def flush(self) -> list[Notify]:
         """The timer: pending list NOTIFYs whose time has come."""
         return self._send(self.lists.claim_pending(
@@ -344,7 +361,7 @@ class ResourceListServer:
                 continue
             if isinstance(resolved, str):
                 continue    # a loop or too long now: keep serving the members it had
-            if self.lists.replace_members(sub.id, resolved[0]):
+            if self.lists.replace_members(sub.id, resolved[0], self.backend_policy):
                 changed.append(sub.id)
         if changed:
             # Membership changes are told at once, not after the rate limit.
@@ -359,9 +376,10 @@ def _lower_host(aor: str) -> str:
     return f"{user}@{host.lower()}" if at else aor
 
 
-def _row(member: Member) -> MemberRow:
-    return MemberRow(member.uri, member.presentity, member.name, "local", "", "", "", None,
-                     "", "", "")
+def _row(member: Member, backend: bool = False) -> MemberRow:
+    # A back-end member's state is not known yet: listed without instance.
+    return MemberRow(member.uri, member.presentity, member.name,
+                     BACKEND if backend else "local", "", "", "", None, "", "", "")
 
 
 def _inflate(body: bytes, limit: int, gzip: bool) -> bytes | None:

@@ -11,6 +11,7 @@ the gateway's objects.
     tasks           work left for Kamailio by processes that cannot send SIP
     xmpp            the XMPP gateway's links and resources
     lists           the resource list server: list URIs, list subscriptions, members
+    backend         its back-end subscriptions (members of other domains)
     admin           pa-admin, statistics, users, the schema
     native          import from Kamailio's native presence
 """
@@ -18,6 +19,7 @@ the gateway's objects.
 from __future__ import annotations
 
 from .admin import Admin, Counts
+from .backend import BackEnd
 from .db import Database, StoreUnavailable, warn_outage
 from .decisions import Decisions
 from .documents import Documents
@@ -28,12 +30,12 @@ from .subscriptions import Subscriptions
 from .tasks import Tasks
 from .xmpp import Xmpp
 
-__all__ = ["SCHEMA_VERSION", "Admin", "Counts", "Database", "Decisions", "Documents",
+__all__ = ["SCHEMA_VERSION", "Admin", "BackEnd", "Counts", "Database", "Decisions", "Documents",
            "ImportedDecision", "ImportedPublication", "Lists", "Native", "Notifications", "Store",
            "StoreUnavailable", "Subscriptions", "Tasks", "Xmpp", "warn_outage"]
 
 # The schema version this code needs (the newest file of sql/).
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class Store:
@@ -51,3 +53,4 @@ class Store:
         self.admin = Admin(db)
         self.native = Native(db)
         self.lists = Lists(db)
+        self.backend = BackEnd(db)

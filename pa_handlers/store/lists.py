@@ -5,18 +5,18 @@ subscriber was last told of each.
 
 A member is served from local state (source 'local': the presentity's
 document in pa_document) or from an external source that keeps its state
-in the member's row (source 'backend': state, reason, content_type, body),
-so that back-end subscriptions can feed members without the notifier
-knowing where the state came from.
+in the member's row (source 'backend', fed by store.backend).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from ..records import DocumentKey, ListSubscription, MemberRow, Subscription
+from ..records import (NO_BACKEND, BackEndPolicy, DocumentKey, ListSubscription, MemberRow,
+                       Subscription)
 from .common import (IN_CHUNK, INSERT_COLS, SUB_COLS_S, documents_by_key,
                      select_documents, subscription)
+from .backend import backend_statements as _backend_statements
 from .db import Database, placeholders
 from .decisions import SAVE_XCAP
 from .subscriptions import INSERT_LIMITED
@@ -100,10 +100,9 @@ class Lists:
 
     def add(self, sub: Subscription, list_uri: str, owner: str, member_type: str,
             members: list, now: int, deadline: int, limits: tuple[int, int],
-            interval: int) -> bool:
-        """Store a new list subscription (its first NOTIFY, full state, in
-        flight until `deadline`) with its members, each marked as told
-        `digests[uri]`; False (nothing stored) beyond the limits."""
+            interval: int, backend: BackEndPolicy = NO_BACKEND) -> bool:
+        """Store a new list subscription (first NOTIFY in flight until `deadline`),
+        its members and back-end subscriptions; False beyond the limits."""
         def work(s):
             s.execute(INSERT_LIMITED, [getattr(sub, c) for c in INSERT_COLS]
                       + [now, deadline, *sub.key, sub.watcher, limits[0], *sub.key, limits[1]])
@@ -114,8 +113,13 @@ class Lists:
             s.execute("INSERT INTO pa_rls_subscription (subscription_id, list_uri, owner,"
                       " member_type, next_notify_at) VALUES (%s, %s, %s, %s, %s)",
                       (sub.id, list_uri, owner, member_type, now + interval))
-            s.executemany(_INSERT_MEMBER, [(sub.id, i, m.uri, m.presentity, m.name, LOCAL, "")
+            s.executemany(_INSERT_MEMBER, [(sub.id, i, m.uri, m.presentity, m.name, BACKEND
+                                            if backend.remote(m.presentity) else LOCAL, "")
                                            for i, m in enumerate(members)])
+            remote = [m.uri for m in members if backend.remote(m.presentity)]
+            if remote:
+                s.batch(*_backend_statements(sub.id, sub.event, sub.watcher, remote,
+                                             backend.limit))
             return True
         return self.db.transaction(work)
 
@@ -236,10 +240,11 @@ class Lists:
             return [(subscription(row), row[-1]) for row in s.fetchall()]
         return self.db.run(work)
 
-    def replace_members(self, subscription_id: int, members: list) -> bool:
-        """Make the members of a list subscription `members` (a document
-        changed), keeping what was told of those that stay; the next NOTIFY
-        carries full state.  Returns whether the members changed."""
+    def replace_members(self, subscription_id: int, members: list,
+                        backend: BackEndPolicy = NO_BACKEND) -> bool:
+        """Make a list subscription's members `members`, keeping what was told of
+        those that stay (next NOTIFY: full state); back-end subscriptions of
+        members gone are due (ended if unneeded).  Whether they changed."""
         def work(s):
             s.execute("SELECT uri, position, presentity, name FROM pa_rls_member"
                       " WHERE subscription_id = %s FOR UPDATE", (subscription_id,))
@@ -249,18 +254,28 @@ class Lists:
                 s.rollback()
                 return False
             gone = [uri for uri in current if uri not in wanted]
+            s.execute("SELECT event, watcher FROM pa_subscription WHERE id = %s", (subscription_id,))
+            event, watcher = s.fetchone()
             statements = []
             if gone:
                 statements.append(("DELETE FROM pa_rls_member WHERE subscription_id = %s AND uri IN ("
                                    + placeholders(len(gone)) + ")", [subscription_id, *gone]))
+                statements.append(("UPDATE pa_rls_backend SET due_at = 0 WHERE event = %s"
+                                   " AND subscriber = %s AND resource IN ("
+                                   + placeholders(len(gone)) + ")", [event, watcher, *gone]))
+            added = []
             for uri, (i, presentity, name) in wanted.items():
                 if uri in current:
                     statements.append(("UPDATE pa_rls_member SET position = %s, name = %s"
                                        " WHERE subscription_id = %s AND uri = %s",
                                        (i, name, subscription_id, uri)))
                 else:
+                    remote = backend.remote(presentity)
+                    added += [uri] if remote else []
                     statements.append((_INSERT_MEMBER, (subscription_id, i, uri, presentity,
-                                                        name, LOCAL, "")))
+                                                        name, BACKEND if remote else LOCAL, "")))
+            statements += _backend_statements(subscription_id, event, watcher, added,
+                                              backend.limit)
             statements.append(("UPDATE pa_rls_subscription SET full_due = 1, pending = 1"
                                " WHERE subscription_id = %s", (subscription_id,)))
             s.batch(*statements)

@@ -121,3 +121,24 @@ def test_metrics_go_to_loopback_unless_told_otherwise():
     assert metrics.source_allowed(chosen.metrics_sources, "10.1.200.3")
     assert not metrics.source_allowed(chosen.metrics_sources, "127.0.0.1")
     assert settings_from_mapping({"db_url": URL, "metrics_sources": []}).metrics_sources == ()
+
+
+def test_backend_subscriptions_are_off_unless_local_domains_are_named():
+    s = settings_from_mapping({"db_url": URL})
+    assert s.local_domains == () and s.is_local("anywhere.example")
+    s = settings_from_mapping({"db_url": URL, "local_domains": ["A.example"],
+                               "backend_routes": {"b.example": "127.0.0.1:5071"}})
+    assert s.is_local("a.EXAMPLE") and not s.is_local("b.example")
+    assert s.backend_next_hop("B.example") == "sip:127.0.0.1:5071"
+    assert s.backend_next_hop("c.example") == ""
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"backend_routes": ["b.example"]}, "backend_routes"),
+    ({"backend_routes": {"b.example": "nohost"}}, "backend_routes"),
+    ({"local_domains": "a.example"}, "local_domains"),
+    ({"backend_retry_min": 10, "backend_retry_max": 5}, "backend_retry_min"),
+])
+def test_bad_backend_settings_name_the_key(data, key):
+    with pytest.raises(ConfigError, match=key):
+        settings_from_mapping({"db_url": URL, **data})
