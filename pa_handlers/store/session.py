@@ -151,6 +151,12 @@ class Session:
             while self.cur.nextset():
                 pass
 
+    def _bound(self, sql: str, args: list) -> bytes:
+        """The statement with its values in place, each escaped by the
+        connection (_fast_literal): what mysqlclient's execute(sql, args)
+        sends, for it binds values on the client side too."""
+        return sql.encode(self._encoding) % tuple(map(self._literal, args))
+
     def _run(self, statements: list[Statement]) -> list[Result]:
         cur = self.cur
         sql = ";\n".join(sql for sql, _ in statements)
@@ -161,8 +167,7 @@ class Session:
             # What the driver's execute does, with its per-value dispatch
             # done once per type: a fan-out's statements carry hundreds of
             # values, and escaping them was most of its Python time.
-            literal = self._literal
-            cur.execute(sql.encode(self._encoding) % tuple(map(literal, args)))
+            cur.execute(self._bound(sql, args))
         results = []
         for i in range(len(statements)):
             if i:
