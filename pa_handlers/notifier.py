@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Callable
 
 from . import cache, rfc6665, rlmi, winfo
 from .authorization import Authorizer
@@ -31,7 +32,7 @@ from .records import (ACTIVE, PENDING, TERMINATED, DialogResult, DocumentKey, No
 from .sip import BadRequest, NameAddr, SipRequest, check_call_id, check_tag, choose_media_type, \
     parse_accept, parse_cseq, parse_uri
 from .resource_lists import RL_TYPE
-from .rls import ResourceListServer, is_list
+from .rls import ResourceListServer, is_adhoc, is_list, service_key
 from .store import Decisions, Lists, Notifications, StoreUnavailable, Subscriptions, warn_outage
 from .subscription import build_notify, subscription_state
 
@@ -82,25 +83,35 @@ class Notifier:
                                           pkg.default_expires)
         if isinstance(expires, Outcome):
             return expires
-        if not to.tag:
-            listed = self.rls.initial(req, ctx, domain, pkg.name, event.id, call_id, cseq,
-                                      from_, to, expires)
-            if listed is not None:
-                return listed
         if to.tag:
             return self._in_dialog(req, ctx, pkg, event.id,
                                    (call_id, check_tag(to.tag), from_.tag), cseq, expires)
+
+        def as_list() -> Outcome | None:
+            """The SUBSCRIBE as one to a list; None when its URI is none."""
+            return self.rls.initial(req, ctx, domain, pkg.name, event.id, call_id, cseq,
+                                    from_, to, expires)
+        if is_adhoc(req):
+            return as_list()
         return self._initial(req, ctx, domain, pkg, event.id, call_id, cseq, from_, to,
-                             expires)
+                             expires, as_list)
 
     def _initial(self, req, ctx, domain, pkg: EventPackage, event_id: str, call_id, cseq,
-                 from_: NameAddr, to: NameAddr, expires: int) -> Outcome:
+                 from_: NameAddr, to: NameAddr, expires: int,
+                 as_list: Callable[[], Outcome | None]) -> Outcome:
+        """A new subscription to a presentity, unless its URI is a list's.
+        The common case, a presentity, is not asked about: the INSERT
+        itself stores nothing for a list's URI, and only then, or when the
+        SUBSCRIBE would be refused as one to a presentity, is it served as
+        one to a list (`as_list`)."""
+        def refused(outcome: Outcome) -> Outcome:
+            return as_list() or outcome
         presentity_uri = parse_uri(req.uri)
         if not presentity_uri.user:
             return reply(404, reason="Not Found (No User In Request-URI)")
         content_type = choose_media_type(req, pkg.formats)
         if content_type is None:
-            return reply(406)
+            return refused(reply(406))
         remote_target = rfc6665.remote_target(req, required=True)
         route_set = rfc6665.route_set(req)
         presentity = rfc6665.fits(presentity_uri.aor, 255, "Request-URI")
@@ -109,8 +120,8 @@ class Notifier:
         rfc6665.fits(from_.text, 1024, "From")
         authorization = self.authorizer.authorize(pkg, domain, presentity, watcher)
         if authorization.status == TERMINATED:
-            return _refused(reply(403), f"{pkg.name}, refused: {authorization.reason}",
-                            presentity, watcher)
+            return refused(_refused(reply(403), f"{pkg.name}, refused: {authorization.reason}",
+                                    presentity, watcher))
         now = self.clock.now()
         sub = Subscription(
             presence_domain=domain, event=pkg.name, event_id=rfc6665.check_event_id(event_id),
@@ -134,10 +145,13 @@ class Notifier:
         with_document = pkg.documents is not None
         if expires:
             added = self.subscriptions.add(sub, now, self.deadline(), self._limits(),
-                                           with_document, winfo_name)
+                                           with_document, winfo_name, service_key(req),
+                                           with_document and pkg.documents.versioned)
             if added is None:
-                return self._too_many(pkg.name, presentity, watcher)
+                return refused(self._too_many(pkg.name, presentity, watcher))
             document, watched = added
+        elif (listed := as_list()) is not None:
+            return listed   # a fetch stores nothing to ask: ask first
         elif with_document:
             document, watched = self.subscriptions.document_and_watched(sub.key, winfo_name)
         else:

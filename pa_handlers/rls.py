@@ -63,6 +63,18 @@ def is_list(sub: Subscription) -> bool:
     return sub.content_type == rlmi.MULTIPART
 
 
+def is_adhoc(req: SipRequest) -> bool:
+    """RFC 5367: the SUBSCRIBE carries its list in its body."""
+    return RECIPIENT_LIST_SUBSCRIBE in _tokens(req, "require")
+
+
+def service_key(req: SipRequest) -> str | None:
+    """What a list service with the Request-URI is stored under
+    (pa_rls_service.uri); None when the URI has no user part."""
+    uri = parse_uri(req.uri)
+    return f"{uri.user}@{uri.host.lower()}" if uri.user else None
+
+
 def _tokens(req: SipRequest, name: str) -> set[str]:
     return {t.strip().lower() for t in req.header_list(name)}
 
@@ -102,9 +114,8 @@ class ResourceListServer:
                 expires: int) -> Outcome | None:
         """A SUBSCRIBE outside a dialog, if it is for a list (None: it is
         not, the notifier serves it)."""
-        adhoc = RECIPIENT_LIST_SUBSCRIBE in _tokens(req, "require")
-        uri = parse_uri(req.uri)
-        key = f"{uri.user}@{uri.host.lower()}" if uri.user else None
+        adhoc = is_adhoc(req)
+        key = service_key(req)
         owner = ""
         if not adhoc:
             owner = self.lists.service_owner(key) if key else None

@@ -208,6 +208,34 @@ def test_a_list_uri_without_eventlist_gets_421(kamailio, owner):
         ua.close()
 
 
+def test_a_list_is_served_whatever_a_presentity_would_refuse(kamailio, database, owner):
+    """A SUBSCRIBE is stored as one to a presentity unless its URI is a
+    list's, and asked as one to a list when that fails: an Accept without a
+    presentity's format and a fetch (Expires: 0) still get the list."""
+    bob = member()
+    publish(kamailio, bob, "open")
+    list_uri = provision(kamailio, owner, [bob])
+    ua = list_ua(kamailio, owner)
+    try:
+        r, dialog = ua.subscribe(list_uri, headers=[
+            ("Supported", "eventlist"), ("Accept", "multipart/related, application/rlmi+xml")])
+        assert r.status == 200 and r.get("require") == "eventlist"
+        n = ListNotify(ua.wait_notify(dialog.call_id))
+        assert n.full and list(n.resources()) == [bob]
+        assert n.resources()[bob]["type"] == "application/pidf+xml"
+        r, fetch = ua.subscribe(list_uri, expires=0, headers=LIST_HEADERS)
+        assert r.status == 200 and r.get("require") == "eventlist"
+        got = ua.wait_notify(fetch.call_id)
+        assert got.subscription_state()[0] == "terminated"
+        assert tuples(ListNotify(got).resources()[bob]["body"]) == [("t1", "open")]
+        # Neither was stored as a subscription to a presentity.
+        assert database.query("SELECT COUNT(*) FROM pa_subscription WHERE presentity = %s"
+                              " AND content_type <> 'multipart/related'",
+                              (list_uri[4:],)) == [(0,)]
+    finally:
+        ua.close()
+
+
 def test_list_subscription_full_then_partial_then_full_after_refresh(kamailio, database, owner):
     bob, carol, dave, erin = member(), member(), member(), member()
     publish(kamailio, bob, "open")
