@@ -410,9 +410,10 @@ class PresenceAgentKemi:
         if not self._answers_queue():
             return 1
         answers = []
+        # The fetched key and value in one crossing into Kamailio ($_s).
+        fetched = "$_s($mqk(%s) $mqv(%s))" % (ANSWERS, ANSWERS)
         while len(answers) < ANSWERS_BATCH and KSR.mqueue.mq_fetch(ANSWERS) > 0:
-            cseq, call_id = KSR.pv.get("$mqk(%s)" % ANSWERS).split(" ")
-            local_tag, remote_tag = KSR.pv.get("$mqv(%s)" % ANSWERS).split(" ")
+            cseq, call_id, local_tag, remote_tag = KSR.pv.get(fetched).split(" ")
             answers.append(((call_id, local_tag, remote_tag), int(cseq)))
         if answers:
             self.stats.later(metrics.NOTIFY_OK, len(answers))
