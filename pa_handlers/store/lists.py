@@ -211,25 +211,6 @@ class Lists:
             return [row[0] for row in select.rows]
         return self.db.run(work)
 
-    def feed(self, uri: str, state: str, reason: str, content_type: str,
-             body: bytes | None) -> list[int]:
-        """What an external source (a back-end subscription) learnt of a
-        resource: the members with that URI and source 'backend' take it,
-        marked changed, their list subscriptions pending (the timer, or
-        the next answer, sends their NOTIFYs).  Returns those
-        subscriptions' ids."""
-        def work(s):
-            _, select = s.batch(
-                ("UPDATE pa_rls_member m JOIN pa_rls_subscription r"
-                 " ON r.subscription_id = m.subscription_id SET m.state = %s, m.reason = %s,"
-                 " m.content_type = %s, m.body = %s, m.dirty = 1, r.pending = 1"
-                 " WHERE m.uri = %s AND m.source = 'backend'",
-                 (state, reason, content_type, body, uri)),
-                ("SELECT subscription_id FROM pa_rls_member WHERE uri = %s"
-                 " AND source = 'backend'", (uri,)))
-            return [row[0] for row in select.rows]
-        return self.db.run(work)
-
     def of_owner(self, owner: str) -> list[tuple[Subscription, str]]:
         """The live stored-list subscriptions of an owner's services, with
         their list URIs."""

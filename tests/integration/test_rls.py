@@ -385,32 +385,50 @@ def test_xcap_changes_reach_live_list_subscriptions(kamailio, database, owner):
         ua.close()
 
 
-def test_a_member_fed_by_an_external_source(kamailio, database, owner):
-    """The seam for back-end subscriptions: a member whose source is
-    'backend' is served from what that source feeds (store.lists.feed)."""
+def test_a_member_fed_by_its_back_end_subscription(kamailio, database, owner):
+    """A member whose source is 'backend' is served from what its back-end
+    subscription feeds (store.backend.feed), and only the lists of that
+    subscription's subscriber take it (RFC 4662 7.2)."""
     from pa_handlers.config import parse_db_url
-    from pa_handlers.store import Database, Lists
+    from pa_handlers.records import BackEndSubscription
+    from pa_handlers.store import BackEnd, Database
     bob, remote = member(), f"sip:r{rand(6)}@b.example"
     list_uri = provision(kamailio, owner, [bob, remote])
-    ua = list_ua(kamailio, owner)
-    lists = Lists(Database(parse_db_url(database.url()), 3))
+    other = f"o{rand(6)}"
+    database.add_subscriber(other, HOST, PASSWORD)
+    other_list = provision(kamailio, other, [remote])
+    ua, other_ua = list_ua(kamailio, owner), list_ua(kamailio, other)
+    backend = BackEnd(Database(parse_db_url(database.url()), 3))
+
+    def fed(state, reason, content_type, body):
+        return backend.feed(BackEndSubscription(
+            id=0, resource=remote, event="presence", subscriber=f"{owner}@{HOST}", call_id="",
+            local_tag="", remote_tag="", remote_target="", route_set="", local_contact="",
+            cseq=0, phase="", due_at=0, expires_at=0, failures=0, state="", reason=""),
+            state, reason, content_type, body)
     try:
         _, dialog = ua.subscribe(list_uri, headers=LIST_HEADERS)
+        _, other_dialog = other_ua.subscribe(other_list, headers=LIST_HEADERS)
         ua.wait_notify(dialog.call_id)
+        other_ua.wait_notify(other_dialog.call_id)
         wait_answered(database, dialog.call_id)
+        wait_answered(database, other_dialog.call_id)
         # What a back-end subscriber decides when the member is added.
         database.query("UPDATE pa_rls_member SET source = 'backend' WHERE uri = %s", (remote,))
-        assert len(lists.feed(remote, "terminated", "probation", "", None)) == 1
+        assert len(fed("terminated", "probation", "", None)) == 1
         n = ListNotify(ua.wait_notify(dialog.call_id, 2))
         assert n.resources() == {remote: dict(name=None, state="terminated", reason="probation",
                                               cid=None, body=None)}
         wait_answered(database, dialog.call_id)
-        lists.feed(remote, "active", "", "application/pidf+xml",
-                   pidf_body(remote, "r1", "open"))
+        fed("active", "", "application/pidf+xml", pidf_body(remote, "r1", "open"))
         got = ListNotify(ua.wait_notify(dialog.call_id, 3)).resources()[remote]
         assert got["state"] == "active" and tuples(got["body"]) == [("r1", "open")]
+        # The other user's list, with the same member, was told nothing.
+        time.sleep(1.5)
+        assert len(other_ua.notifies(other_dialog.call_id)) == 1
     finally:
         ua.close()
+        other_ua.close()
 
 
 def test_packages_of_a_service_are_honoured(kamailio, owner):
