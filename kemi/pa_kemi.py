@@ -476,8 +476,10 @@ class PresenceAgentKemi:
 
     def _answer(self, outcome: Outcome):
         reply = outcome.reply
-        for name, value in reply.headers:
-            KSR.hdr.append_to_reply("%s: %s\r\n" % (name, value))
+        if reply.headers:
+            # All the reply's header lines in one crossing into Kamailio.
+            KSR.hdr.append_to_reply("".join("%s: %s\r\n" % (name, value)
+                                            for name, value in reply.headers))
         KSR.sl.send_reply(reply.code, reply.reason)
         for notify in outcome.notifies:
             self._send_notify(notify)
