@@ -42,3 +42,17 @@ def test_changes_nobody_can_refuse_leave_out_what_does_not_fit(caplog):
     with caplog.at_level(logging.WARNING, logger="pa.compositor"):
         assert composer("a@b", settings(max_document_bytes=len(first) + 100))(pubs) == first
     assert "1 of 2 publications left out" in caplog.text
+
+
+def test_entity_tags_grow_and_stay_unguessable():
+    """New entity-tags sort after older ones (the etag index is appended
+    to), are SIP tokens, and differ within one millisecond."""
+    import time
+
+    from pa_handlers.compositor import new_etag
+    from pa_handlers.sip import is_token
+    first = new_etag()
+    time.sleep(0.002)
+    tags = [new_etag() for _ in range(1000)]
+    assert all(first < tag for tag in tags)
+    assert len(set(tags)) == 1000 and all(is_token(t) and len(t) <= 64 for t in tags)
