@@ -470,7 +470,7 @@ class PresenceAgentKemi:
         if unanswered:
             self.stats.add(metrics.NOTIFY_UNANSWERED, unanswered)
         if self.stats.enabled and time.time() >= self._next_gauges:
-            self._next_gauges = time.time() + self.settings.timer_interval
+            self._next_gauges = time.time() + self.settings.gauges_interval
             self.stats.set_gauges(self.agent.gauges())
         return 1
 

@@ -6,7 +6,8 @@ from sipua import SipUA, rand
 
 def settings(database, **extra):
     """Settings for a test instance: short timers so expiry tests are quick."""
-    values = dict(db_url=database.url(), auth="none", timer_interval=1, min_expires=2,
+    values = dict(db_url=database.url(), auth="none", timer_interval=1, gauges_interval=1,
+                  min_expires=2,
                   default_expires=900, max_subscription_expiration=1800,
                   max_publish_expiration=1200, notify_timeout=3)
     values.update(extra)

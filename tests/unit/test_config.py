@@ -12,6 +12,8 @@ def test_defaults_are_sers():
             s.max_publish_expiration, s.timer_interval, s.auth, s.winfo_auth) == \
         (3600, 50, 3600, 3600, 10, "implicit", "implicit")
     assert s.default_priority == 0.5
+    # Not SER's: the gauges count whole tables, so once a minute.
+    assert s.gauges_interval == 60
 
 
 def test_limits_have_safe_defaults():
@@ -49,6 +51,7 @@ def test_db_sync_wait_is_off_unless_set():
     ({"db_url": URL, "auth": "sometimes"}, "auth"),
     ({"db_url": URL, "winfo_auth": "xcap"}, "winfo_auth"),
     ({"db_url": URL, "timer_interval": 0}, "timer_interval"),
+    ({"db_url": URL, "gauges_interval": 0}, "gauges_interval"),
     ({"db_url": URL, "ignore_408_on_notify": "yes"}, "ignore_408_on_notify"),
     ({"db_url": "postgres://x@y/z"}, "db_url"),
     ({"db_url": "mysql://x@y"}, "db_url"),
