@@ -364,12 +364,24 @@ def subscriptions(database, presentity):
                           " ORDER BY watcher", (presentity[4:],))
 
 
+def ua_on_udp_and_tcp(address, user: str) -> tuple[SipUA, TcpInbox]:
+    """A UA listening on UDP and on TCP at one port.  The kernel chose its
+    UDP port alone, and some TCP connection may hold that number: then
+    another UA, another port."""
+    for _ in range(20):
+        ua = SipUA(address, user=user)
+        try:
+            return ua, TcpInbox(ua.port)
+        except OSError:
+            ua.close()
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
 def test_a_notify_too_large_for_udp_goes_over_tcp_or_waits_and_the_subscription_stays(
         roomy, database):
     presentity = "sip:big" + rand(6) + "@127.0.0.1"
-    both = SipUA(roomy.address, user="both")      # UDP and TCP, Contact without transport
-    both.contact = f"sip:both@127.0.0.1:{both.port}"
-    inbox = TcpInbox(both.port)
+    both, inbox = ua_on_udp_and_tcp(roomy.address, "both")
+    both.contact = f"sip:both@127.0.0.1:{both.port}"   # Contact without transport
     udp_only = SipUA(roomy.address, user="udponly")   # Contact says transport=udp
     publisher = SipUA(roomy.address, user="pub")
     try:
