@@ -38,12 +38,12 @@ import sipp  # noqa: E402
 from kamailio import CONFIGS, Kamailio, StartFailed  # noqa: E402
 from mariadb import MariaDB  # noqa: E402
 
-BENCHMARKS = ("B0", "B1", "B2", "B3", "B4", "BLF", "FLAT")
+BENCHMARKS = ("B0", "B1", "B2", "B3", "B4", "BLF", "RLS", "FLAT")
 TARGETS = ("ours", "native", "ceiling")
 # Which targets each benchmark runs against.
 APPLIES = {"B0": ("ceiling",), "B1": ("ours", "native"), "B2": ("ours", "native"),
            "B3": ("ours", "native"), "B4": ("ours", "native"), "BLF": ("ours", "native"),
-           "FLAT": ("ours",)}
+           "RLS": ("ours", "native"), "FLAT": ("ours",)}
 SCENARIO = {"B0": "subscribe_stateless.xml", "B1": "subscribe.xml", "B3": "publish.xml",
             "B4": "subscribe.xml"}
 PRESENTITIES = [f"pres{i}" for i in range(500)]
@@ -375,6 +375,8 @@ class Bench:
                         self.fanout(target, outcome, package="dialog")
                     elif bench == "FLAT":
                         self.flatness(record, outcome)
+                    elif bench == "RLS":
+                        outcome.update(resource_lists(target, self.args.children))
                     else:
                         self.search(bench, target, outcome)
                         if bench == "B4":
@@ -396,6 +398,27 @@ class Bench:
         if ours_best:
             rate = min(rate, float(round(0.8 * ours_best)))
         return max(rate, 10.0)
+
+
+# RLS: bench/rls.py's scenario with its defaults: 50 subscribers, each to
+# a list of 10 members from a pool of 40 presentities, 10 changes; native
+# is Kamailio's rls with its default waitn_time (5 s), ours
+# rls_notify_interval 1 s (its default).
+RLS_OPTIONS = dict(subscribers=50, members=10, pool=40, steps=10, timeout=10.0, settle=8.0,
+                   notify_interval=1, gap=0.0, waitn_time=5)
+
+
+def resource_lists(target: str, children: int) -> dict:
+    """The RLS benchmark of one target (bench/rls.py, on a private MariaDB
+    of its own), with its CPU per 1000 list NOTIFYs."""
+    import rls
+    result = rls.run(target, argparse.Namespace(children=children, **RLS_OPTIONS))
+    log(f"[RLS {target}] {result}")
+    notifies = result["notifies_per_change"] * result["steps"]
+    if notifies:
+        result["cpu_per_1000"] = round(
+            1000 * (result["cpu_kamailio_s"] + result["cpu_mariadb_s"]) / notifies, 4)
+    return result
 
 
 def flat_store(kind: str, count: int):
