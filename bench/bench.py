@@ -33,6 +33,7 @@ import machine  # noqa: E402
 import ports  # noqa: E402
 import procs  # noqa: E402
 import report  # noqa: E402
+import rls  # noqa: E402
 import seed  # noqa: E402
 import sipp  # noqa: E402
 from kamailio import CONFIGS, Kamailio, StartFailed  # noqa: E402
@@ -411,7 +412,6 @@ RLS_OPTIONS = dict(subscribers=50, members=10, pool=40, steps=10, timeout=10.0, 
 def resource_lists(target: str, children: int) -> dict:
     """The RLS benchmark of one target (bench/rls.py, on a private MariaDB
     of its own), with its CPU per 1000 list NOTIFYs."""
-    import rls
     result = rls.run(target, argparse.Namespace(children=children, **RLS_OPTIONS))
     log(f"[RLS {target}] {result}")
     notifies = result["notifies_per_change"] * result["steps"]

@@ -31,8 +31,8 @@ from .records import (ACTIVE, PENDING, TERMINATED, DialogResult, DocumentKey, No
                       Subscription)
 from .sip import BadRequest, NameAddr, SipRequest, check_call_id, check_tag, choose_media_type, \
     parse_accept, parse_cseq, parse_uri
-from .resource_lists import RL_TYPE
-from .rls import ResourceListServer, is_adhoc, is_list, service_key
+from .resource_lists import RL_TYPE, parsed_service_key
+from .rls import ResourceListServer, is_adhoc, is_list
 from .store import Decisions, Lists, Notifications, StoreUnavailable, Subscriptions, warn_outage
 from .subscription import build_notify, subscription_state
 
@@ -145,7 +145,8 @@ class Notifier:
         with_document = pkg.documents is not None
         if expires:
             added = self.subscriptions.add(sub, now, self.deadline(), self._limits(),
-                                           with_document, winfo_name, service_key(req),
+                                           with_document, winfo_name,
+                                           parsed_service_key(presentity_uri),
                                            with_document and pkg.documents.versioned)
             if added is None:
                 return refused(self._too_many(pkg.name, presentity, watcher))

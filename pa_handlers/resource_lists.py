@@ -168,9 +168,13 @@ def service_key(uri: str) -> str | None:
     %-decoded: RFC 4826 5's canonical form as far as lookup needs), or
     None when it is none."""
     try:
-        parsed = parse_uri(uri.strip())
+        return parsed_service_key(parse_uri(uri.strip()))
     except BadRequest:
         return None
+
+
+def parsed_service_key(parsed) -> str | None:
+    """service_key of a URI already parsed (a SUBSCRIBE's Request-URI)."""
     if parsed.scheme not in ("sip", "sips") or not parsed.user:
         return None
     return f"{parsed.user}@{parsed.host.lower()}"

@@ -68,13 +68,6 @@ def is_adhoc(req: SipRequest) -> bool:
     return RECIPIENT_LIST_SUBSCRIBE in _tokens(req, "require")
 
 
-def service_key(req: SipRequest) -> str | None:
-    """What a list service with the Request-URI is stored under
-    (pa_rls_service.uri); None when the URI has no user part."""
-    uri = parse_uri(req.uri)
-    return f"{uri.user}@{uri.host.lower()}" if uri.user else None
-
-
 def _tokens(req: SipRequest, name: str) -> set[str]:
     return {t.strip().lower() for t in req.header_list(name)}
 
@@ -115,7 +108,7 @@ class ResourceListServer:
         """A SUBSCRIBE outside a dialog, if it is for a list (None: it is
         not, the notifier serves it)."""
         adhoc = is_adhoc(req)
-        key = service_key(req)
+        key = resource_lists.service_key(req.uri)
         owner = ""
         if not adhoc:
             owner = self.lists.service_owner(key) if key else None
